@@ -1,0 +1,53 @@
+"""Process-global state, kept in this one module: the current app and shared tasks."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import Celery
+
+_current_app: Celery | None = None
+_apps: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Functions decorated with @shared_task, with their options: added to every app.
+shared_task_factories: list[Any] = []
+_local = threading.local()
+
+
+def set_current_app(app: Celery) -> None:
+    global _current_app
+    _current_app = app
+    _apps.add(app)
+
+
+def get_current_app() -> Celery:
+    """The app last created (or set as current); a default one when there is none."""
+    global _current_app
+    if _current_app is None:
+        from .app import Celery
+
+        _current_app = Celery("default")
+    return _current_app
+
+
+def all_apps() -> list[Celery]:
+    return list(_apps)
+
+
+def get_current_task() -> Any:
+    """The task running in this thread, if any."""
+    stack = getattr(_local, "tasks", None)
+    return stack[-1] if stack else None
+
+
+def push_current_task(task: Any) -> None:
+    stack = getattr(_local, "tasks", None)
+    if stack is None:
+        stack = _local.tasks = []
+    stack.append(task)
+
+
+def pop_current_task() -> None:
+    _local.tasks.pop()

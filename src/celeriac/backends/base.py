@@ -1,0 +1,276 @@
+"""The result backend interface, and the parts every backend shares.
+
+A backend stores one *meta* dict per task id, in Celery's shape (celery-wire.md 3.2):
+``{"status", "result", "traceback", "children", "date_done", [group_id], [parent_id],
+[extended fields], "task_id"}``. Subclasses provide a few byte-level primitives on string
+keys (`_get`, `_mget`, `_set`, `_delete`); this module builds and reads the metas, encodes
+exceptions, and waits for results.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import importlib
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .. import states
+from ..exceptions import SecurityError, TimeoutError
+from ..serialization import accept_content_types, dumps, loads
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+TASK_KEYPREFIX = "celery-task-meta-"
+GROUP_KEYPREFIX = "celery-taskset-meta-"
+
+
+def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    """Encode an exception as Celery does: type name, args as a list, module."""
+    cls = type(exc)
+    try:
+        message: Any = list(exc.args)
+        dumps(message, "json")
+    except Exception:  # args that JSON cannot carry: fall back to their text
+        message = [str(arg) for arg in exc.args]
+    return {"exc_type": cls.__qualname__, "exc_message": message, "exc_module": cls.__module__}
+
+
+_synthetic: dict[tuple[str, str], type[Exception]] = {}
+
+
+def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
+    """Rebuild an exception: the real class when importable, else a stand-in of that name."""
+    type_name = str(data.get("exc_type") or "Exception")
+    module_name = str(data.get("exc_module") or "builtins")
+    message = data.get("exc_message")
+    args = tuple(message) if isinstance(message, list | tuple) else (message,)
+    cls: Any = None
+    module = sys.modules.get(module_name)
+    if module is None and module_name != "builtins":
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:
+            module = None
+    if module_name == "builtins":
+        module = builtins
+    if module is not None:
+        cls = module
+        for part in type_name.split("."):
+            cls = getattr(cls, part, None)
+            if cls is None:
+                break
+    if cls is not None and not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return SecurityError(
+            f"Expected an exception class, got {module_name}.{type_name} with payload {message!r}"
+        )
+    if cls is None:
+        # A stand-in that names the original type, so `except Exception` still catches it.
+        key = (module_name, type_name)
+        cls = _synthetic.get(key)
+        if cls is None:
+            cls = type(type_name, (Exception,), {"__module__": module_name})
+            _synthetic[key] = cls
+    try:
+        return cls(*args)
+    except Exception:
+        exc = Exception.__new__(cls)
+        exc.args = args
+        return exc
+
+
+def _expires_seconds(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    seconds = int(value)
+    return seconds if seconds > 0 else None
+
+
+class Backend(abc.ABC):
+    """Stores and reads task results. Safe to share between threads."""
+
+    #: Whether `get()` can be woken by the backend rather than by polling.
+    supports_native_join = False
+
+    def __init__(self, app: Celery, url: str | None = None) -> None:
+        self.app = app
+        self.url = url or ""
+        conf = app.conf
+        self.serializer: str = conf.result_serializer or "json"
+        accept = conf.result_accept_content or conf.accept_content or ["json"]
+        self.accept = accept_content_types(accept)
+        self.expires = _expires_seconds(conf.result_expires)
+        self.extended = bool(conf.result_extended)
+
+    # -- primitives a store provides -----------------------------------------------------
+
+    @abc.abstractmethod
+    def _get(self, key: str) -> bytes | None: ...
+
+    def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._get(key) for key in keys]
+
+    @abc.abstractmethod
+    def _set(self, key: str, value: bytes, ttl: int | None) -> None:
+        """Write a value with a time to live, and wake whoever waits on the key."""
+
+    def _set_many(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
+        for key, value in items:
+            self._set(key, value, ttl)
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    # -- encoding ----------------------------------------------------------------------
+
+    def encode(self, meta: Mapping[str, Any]) -> bytes:
+        return dumps(meta, self.serializer)[0]
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        content_type = {
+            "json": "application/json",
+            "pickle": "application/x-python-serialize",
+            "msgpack": "application/x-msgpack",
+            "yaml": "application/x-yaml",
+        }.get(self.serializer, self.serializer)
+        return loads(data, content_type, "utf-8" if self.serializer == "json" else "binary", self.accept)
+
+    # -- metas -------------------------------------------------------------------------
+
+    def make_meta(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        children: list | None = None,
+    ) -> dict[str, Any]:
+        """A meta dict in Celery's field order (celery-wire.md 3.2)."""
+        meta: dict[str, Any] = {
+            "status": state,
+            "result": result,
+            "traceback": traceback,
+            "children": children or [],
+            "date_done": datetime.now(UTC).isoformat() if state in states.READY_STATES else None,
+        }
+        if request is not None:
+            group = getattr(request, "group", None)
+            if group:
+                meta["group_id"] = group
+            parent = getattr(request, "parent_id", None)
+            if parent:
+                meta["parent_id"] = parent
+            if self.extended:
+                meta["name"] = getattr(request, "task", None)
+                meta["args"] = getattr(request, "args", None)
+                meta["kwargs"] = getattr(request, "kwargs", None)
+                meta["worker"] = getattr(request, "hostname", None)
+                meta["retries"] = getattr(request, "retries", None)
+                delivery_info = getattr(request, "delivery_info", None) or {}
+                meta["queue"] = delivery_info.get("routing_key")
+        meta["task_id"] = task_id
+        return meta
+
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        children: list | None = None,
+    ) -> dict[str, Any]:
+        """Store a state; exceptions in `result` are encoded as Celery encodes them."""
+        if isinstance(result, BaseException):
+            result = exception_to_dict(result)
+        meta = self.make_meta(task_id, result, state, traceback, request, children)
+        self._set(TASK_KEYPREFIX + task_id, self.encode(meta), self.expires)
+        return meta
+
+    def store_many(self, metas: Iterable[dict[str, Any]]) -> None:
+        """Store prepared metas in one round trip where the store can."""
+        items = [(TASK_KEYPREFIX + meta["task_id"], self.encode(meta)) for meta in metas]
+        if items:
+            self._set_many(items, self.expires)
+
+    def mark_as_started(self, task_id: str, request: Any = None, **meta: Any) -> dict[str, Any]:
+        return self.store_result(task_id, meta, states.STARTED, request=request)
+
+    def mark_as_done(self, task_id: str, result: Any, request: Any = None) -> dict[str, Any]:
+        return self.store_result(task_id, result, states.SUCCESS, request=request)
+
+    def mark_as_failure(
+        self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None
+    ) -> dict[str, Any]:
+        return self.store_result(task_id, exc, states.FAILURE, traceback, request)
+
+    def mark_as_retry(
+        self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None
+    ) -> dict[str, Any]:
+        return self.store_result(task_id, exc, states.RETRY, traceback, request)
+
+    def mark_as_revoked(self, task_id: str, reason: str = "revoked", request: Any = None) -> dict[str, Any]:
+        from ..exceptions import TaskRevokedError
+
+        return self.store_result(task_id, TaskRevokedError(reason), states.REVOKED, request=request)
+
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        """The stored meta, or a PENDING one when nothing is stored."""
+        data = self._get(TASK_KEYPREFIX + task_id)
+        if data is None:
+            return {"status": states.PENDING, "result": None, "traceback": None,
+                    "children": [], "date_done": None, "task_id": task_id}
+        return self.decode(data)
+
+    def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        values = self._mget([TASK_KEYPREFIX + tid for tid in task_ids])
+        out = []
+        for task_id, data in zip(task_ids, values, strict=True):
+            if data is None:
+                out.append({"status": states.PENDING, "result": None, "traceback": None,
+                            "children": [], "date_done": None, "task_id": task_id})
+            else:
+                out.append(self.decode(data))
+        return out
+
+    def forget(self, task_id: str) -> None:
+        self._delete(TASK_KEYPREFIX + task_id)
+
+    def wait_for(
+        self, task_id: str, timeout: float | None = None, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Wait until the task is ready; return its meta. Polls; fast stores override this."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.005, interval)
+        while True:
+            meta = self.get_task_meta(task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            delay = min(delay * 2, interval)
+
+    # -- groups ------------------------------------------------------------------------
+
+    def save_group(self, group_id: str, result: Any) -> None:
+        """Store a GroupResult's tuple form (celery-wire.md 3.5)."""
+        self._set(GROUP_KEYPREFIX + group_id, self.encode({"result": result}), self.expires)
+
+    def get_group(self, group_id: str) -> Any:
+        data = self._get(GROUP_KEYPREFIX + group_id)
+        return None if data is None else self.decode(data).get("result")
+
+    def delete_group(self, group_id: str) -> None:
+        self._delete(GROUP_KEYPREFIX + group_id)

@@ -1,0 +1,111 @@
+"""The broker interface: brokers move envelopes and know nothing of tasks or settings.
+
+A broker stores and hands out `Envelope`s (body bytes + headers + properties). Task logic
+(protocol, routing, execution) lives elsewhere; a broker only needs a queue name, an
+exchange and a routing key (`Route`), and an optional time before which a message must not
+be delivered (`not_before`, the durable ETA).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One message as it travels: the body stays encoded until a task runs."""
+
+    body: bytes
+    headers: dict[str, Any]
+    properties: dict[str, Any] = field(default_factory=dict)
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+
+
+@dataclass(slots=True, frozen=True)
+class Route:
+    """Where a message goes: a queue, reached through an exchange with a routing key.
+
+    `exchange == ""` is the default (anonymous) exchange: the message goes straight to the
+    queue named by `routing_key`, as Celery publishes tasks for direct exchanges.
+    """
+
+    queue: str
+    exchange: str = ""
+    routing_key: str = ""
+    exchange_type: str = "direct"
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message handed to a consumer, to be acked or rejected exactly once."""
+
+    envelope: Envelope
+    queue: str
+    tag: Any
+    redelivered: bool = False
+
+
+class Subscription(abc.ABC):
+    """A consumer's pull-style view of some queues. Used from one thread."""
+
+    @abc.abstractmethod
+    def get_many(self, limit: int, timeout: float) -> list[Delivery]:
+        """Return up to `limit` deliveries, waiting at most `timeout` seconds for the first."""
+
+    @abc.abstractmethod
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge deliveries: they are gone for good."""
+
+    def ack(self, delivery: Delivery) -> None:
+        self.ack_many([delivery])
+
+    @abc.abstractmethod
+    def reject(self, delivery: Delivery, *, requeue: bool) -> None:
+        """Drop a delivery, or give it back to its queue to be delivered again."""
+
+    @abc.abstractmethod
+    def defer(self, delivery: Delivery, not_before: float) -> None:
+        """Give a delivery back to be delivered again no earlier than `not_before` (epoch s).
+
+        Used for far-off ETAs: the broker keeps them durably instead of worker memory.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop consuming; deliveries not acked are given back to their queues."""
+
+
+class Broker(abc.ABC):
+    """A message transport. Thread-safe for publishing; one Subscription per consumer."""
+
+    url: str
+
+    @abc.abstractmethod
+    def declare(self, queues: Sequence[Any]) -> None:
+        """Make sure the queues (celeriac.entities.Queue) exist with their bindings."""
+
+    @abc.abstractmethod
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
+        """Send one message. `not_before` (epoch seconds) delays delivery durably."""
+
+    def publish_many(
+        self, items: Sequence[tuple[Envelope, Route, float | None]]
+    ) -> None:
+        """Send many messages; brokers override this to use one round trip."""
+        for envelope, route, not_before in items:
+            self.publish(envelope, route, not_before=not_before)
+
+    @abc.abstractmethod
+    def subscribe(self, queues: Sequence[str], *, prefetch: int) -> Subscription:
+        """Start consuming from queues (names), holding at most `prefetch` unacked."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete every ready message of a queue; return how many."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,766 @@
+"""The Redis broker, in kombu's Redis layout, so Celery and celeriac can share one Redis.
+
+Layout (celery-wire.md section 2; every key below is prefixed by the transport option
+``global_keyprefix``):
+
+- ``<queue>`` and ``<queue>\\x06\\x16<step>`` (steps 3, 6, 9): lists of JSON envelopes (body in
+  base64), LPUSHed by publishers and popped from the right, so FIFO; priority 0 first.
+- ``_kombu.binding.<exchange>`` (+ ``_kombu.binding_permanent.<exchange>``, kombu 5.7): sets of
+  ``<routing_key>\\x06\\x16\\x06\\x16<queue>``, written by `declare`, read to publish to a named
+  exchange. Fanout exchanges are PUB/SUB on ``/<db>.<exchange>[/<routing_key>]``.
+- ``unacked`` hash (tag -> ``[envelope, exchange, routing_key]``) and ``unacked_index`` zset
+  (tag -> delivery time): every message a consumer holds. Celery workers (and we, under the
+  ``unacked_mutex``) push entries older than ``visibility_timeout`` back to their queue.
+
+Speed: `RedisSubscription.get_many` pops up to N messages across the priority lists with one
+Lua script that also records them in ``unacked``/``unacked_index`` atomically; only when the
+lists are empty does it block in BRPOP (so an idle worker wakes at once), then records that
+message and pops more in the same way. Acks and publishes are one pipeline per batch. Bodies
+are only base64-decoded; the worker deserializes them when the task runs.
+
+Beyond Celery:
+
+- Durable delayed delivery. ``<queue>\\x06\\x16delayed`` is a zset of envelopes scored by the
+  time they are due. ``publish(..., not_before=t)`` and ``Subscription.defer`` put messages
+  there (a defer removes the message from ``unacked`` in the same script), and every consumer
+  moves due ones to the head of their list with a Lua script, at most about once a second. A
+  far-off ETA thus never sits in ``unacked`` (where a Celery worker would restore it after the
+  visibility timeout and run it twice) nor in worker memory.
+- Fast recovery of a dead consumer's messages. Each subscription has an id; it registers in
+  the zset ``_celeriac.consumers`` (id -> deadline, by the Redis clock), and records every tag it
+  holds in the hash ``_celeriac.held.<id>`` (tag -> the list it came from). A small thread
+  renews the deadline every ``heartbeat_ttl / 3`` seconds (transport option, default 30 s; 0
+  turns this off) and also bumps the ``unacked_index`` score of the tags it holds, so neither
+  Celery's nor our visibility-timeout restore takes the messages of a live consumer, however
+  long its task runs. Any live consumer that finds an expired deadline puts that consumer's
+  messages back at the head of their lists. Every give-back (restore, reject, defer, close)
+  goes through one script that moves a message only if it removed the tag from ``unacked``
+  itself, so two restorers (ours or Celery's WATCH/MULTI) never duplicate a message.
+
+Connection loss: every command retries with backoff per ``broker_connection_retry`` and
+``broker_connection_max_retries``, then raises `OperationalError` naming the masked URL. After
+a reconnect a subscription gives back whatever a lost reply had popped for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..exceptions import ImproperlyConfigured, OperationalError
+from ..urls import mask_url, parse_url, split_urls
+from .base import Broker, Delivery, Envelope, Route, Subscription
+
+__all__ = ["RedisBroker", "RedisSubscription", "FanoutSubscription", "redis_client"]
+
+logger = logging.getLogger(__name__)
+
+SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+_KOMBU_PROPERTIES = ("delivery_info", "priority", "body_encoding", "delivery_tag")
+
+# Records one popped message in unacked/unacked_index/held; shared by the scripts below.
+# cjson.decode only reads tag, exchange and routing key: the envelope is stored as it came.
+_RECORD = """
+local function jstr(s)
+  if string.find(s, '[%c"\\\\/\\128-\\255]') then return cjson.encode(s) end
+  return '"' .. s .. '"'
+end
+local function record(raw, key, qname, now)
+  local ok, m = pcall(cjson.decode, raw)
+  local tag, ex, rk
+  if ok and type(m) == 'table' and type(m['properties']) == 'table' then
+    local p = m['properties']
+    tag = p['delivery_tag']
+    if type(p['delivery_info']) == 'table' then
+      ex, rk = p['delivery_info']['exchange'], p['delivery_info']['routing_key']
+    end
+  end
+  if type(tag) == 'number' then tag = tostring(tag) end
+  if type(tag) ~= 'string' then tag = redis.sha1hex(raw) end
+  if type(ex) ~= 'string' then ex = '' end
+  if type(rk) ~= 'string' or (ex == '' and rk == '') then ex, rk = '', qname end
+  redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. jstr(ex) .. ', ' .. jstr(rk) .. ']')
+  redis.call('ZADD', KEYS[2], now, tag)
+  redis.call('HSET', KEYS[3], tag, key)
+  return tag
+end
+"""
+
+# KEYS: unacked, unacked_index, held, list keys...; ARGV: limit, now, the message BRPOP took
+# (or ''), its list index, then one queue name per list key. Returns raw, list index, tag...
+_FETCH = _RECORD + """
+local limit, now, out = tonumber(ARGV[1]), ARGV[2], {}
+local function take(raw, i)
+  local tag = record(raw, KEYS[3 + i], ARGV[4 + i], now)
+  out[#out + 1] = raw; out[#out + 1] = i; out[#out + 1] = tag
+end
+if ARGV[3] ~= '' then take(ARGV[3], tonumber(ARGV[4])); limit = limit - 1 end
+for i = 4, #KEYS do
+  if limit <= 0 then break end
+  local got = redis.call('RPOP', KEYS[i], limit)
+  if got then
+    for _, raw in ipairs(got) do take(raw, i - 3) end
+    limit = limit - #got
+  end
+end
+return out
+"""
+
+# Gives messages back. KEYS: unacked, unacked_index, held. ARGV: groups of five (tag, how, dest,
+# payload, score); how is 'r' RPUSH (head), 'l' LPUSH (tail), 'z' ZADD (delayed), dest '' drops.
+# Only the caller whose HDEL removed the tag moves the message: no restore runs twice.
+_RESTORE = """
+local won, n = {}, 0
+for i = 1, #ARGV, 5 do
+  local tag, how, dest = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if won[tag] == nil then
+    won[tag] = redis.call('HDEL', KEYS[1], tag) == 1
+    if won[tag] then redis.call('ZREM', KEYS[2], tag); n = n + 1 end
+    redis.call('HDEL', KEYS[3], tag)
+  end
+  if won[tag] and dest ~= '' then
+    if how == 'r' then redis.call('RPUSH', dest, ARGV[i + 3])
+    elseif how == 'l' then redis.call('LPUSH', dest, ARGV[i + 3])
+    else redis.call('ZADD', dest, ARGV[i + 4], ARGV[i + 3]) end
+  end
+end
+return n
+"""
+
+# Moves due delayed messages to the head of their priority list, reports the next due time and
+# expired consumers. KEYS: consumers, delayed zsets...; ARGV: now, limit, queue list keys...
+_TICK = """
+local now, limit, sep, promoted, nextdue = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], 0, ''
+for i = 2, #KEYS do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, limit)
+  for j = #due, 1, -1 do
+    local ok, m = pcall(cjson.decode, due[j])
+    local pri = 0
+    if ok and type(m) == 'table' and type(m['properties']) == 'table' then
+      pri = tonumber(m['properties']['priority']) or 0
+    end
+    local dest = ARGV[2 + i]
+    if pri >= 9 then dest = dest .. sep .. '9' elseif pri >= 6 then dest = dest .. sep .. '6'
+    elseif pri >= 3 then dest = dest .. sep .. '3' end
+    redis.call('ZREM', KEYS[i], due[j])
+    redis.call('RPUSH', dest, due[j])
+  end
+  promoted = promoted + #due
+  local first = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  if first[2] and (nextdue == '' or tonumber(first[2]) < tonumber(nextdue)) then nextdue = first[2] end
+end
+local t = redis.call('TIME')
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) + tonumber(t[2]) / 1000000, 'LIMIT', 0, 10)
+return {promoted, nextdue, dead}
+"""
+
+# KEYS: consumers, unacked_index; ARGV: consumer id, ttl, now, held tags...
+_HEARTBEAT = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2]), ARGV[1])
+for i = 4, #ARGV do redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[i]) end
+"""
+
+# Forgets an expired consumer once its held hash is empty. KEYS: consumers, held; ARGV: id.
+_FORGET = """
+local t = redis.call('TIME')
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(t[1]) + 1 and redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+"""
+
+# kombu 5.7's binding for a queue with x-expires: the member plus a deadline (server clock).
+_BIND_EXPIRING = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], 'GT', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3]), ARGV[2])
+"""
+
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def redis_client(url: str, ssl: Any = None, options: Mapping[str, Any] | None = None) -> tuple[redis.Redis, int]:
+    """Build a redis-py client from a kombu-style URL; return it and its db number.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS; query options
+            such as ``ssl_cert_reqs=required``), ``redis+socket:///path[?virtual_host=db]``,
+            ``unix:///path?db=N``, or ``sentinel://host:port[;sentinel://...]`` (with
+            ``master_name`` in `options`).
+        ssl: `broker_use_ssl` / `redis_backend_use_ssl`: a dict of ``ssl_*`` options, or True.
+        options: Transport options: ``socket_timeout``, ``socket_connect_timeout``,
+            ``socket_keepalive``, ``health_check_interval``, ``max_connections``,
+            ``master_name``, ``sentinel_kwargs``.
+    """
+    options = options or {}
+    parts = parse_url(url)
+    query = dict(parts.query)
+    common: dict[str, Any] = {
+        "socket_timeout": options.get("socket_timeout"),
+        "socket_connect_timeout": options.get("socket_connect_timeout", 5.0),
+        "socket_keepalive": options.get("socket_keepalive", True),
+        "health_check_interval": options.get("health_check_interval", 0),
+        "max_connections": options.get("max_connections"),
+        # Retries are ours (`RedisBroker._retry`): a silent re-run of a pop script would lose
+        # the messages of the lost reply.
+        "retry": Retry(NoBackoff(), 0),
+        "username": parts.username,
+        "password": parts.password or query.pop("password", None),
+    }
+    scheme = parts.scheme.lower()
+    if scheme in ("redis+socket", "socket", "unix"):
+        db = int(query.get("virtual_host") or query.get("db") or 0)
+        return redis.Redis(unix_socket_path=parts.path, db=db, **common), db
+    db = int((parts.path or "").strip("/") or query.get("virtual_host") or query.get("db") or 0)
+    if ssl or scheme == "rediss":
+        common["ssl"] = True
+        settings = {**(ssl if isinstance(ssl, Mapping) else {}), **query}
+        for name, value in settings.items():
+            if name.startswith("ssl_"):
+                common[name] = value
+        reqs = common.get("ssl_cert_reqs")
+        if isinstance(reqs, str):
+            common["ssl_cert_reqs"] = reqs.lower().removeprefix("cert_")
+        if common.get("ssl_cert_reqs") in ("none", 0):
+            common.setdefault("ssl_check_hostname", False)
+    if scheme == "sentinel":
+        master = options.get("master_name")
+        if not master:
+            raise ImproperlyConfigured("sentinel:// needs broker_transport_options['master_name']")
+        hosts = [parse_url(one) for one in split_urls(url)]
+        sentinel = redis.sentinel.Sentinel(
+            [(h.hostname or "localhost", h.port or 26379) for h in hosts],
+            sentinel_kwargs=options.get("sentinel_kwargs"),
+            db=db,
+            **common,
+        )
+        return sentinel.master_for(master), db
+    if scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured(f"Not a Redis URL: {mask_url(url)}")
+    return redis.Redis(host=parts.hostname or "localhost", port=parts.port or 6379, db=db, **common), db
+
+
+def _step(priority: Any) -> int:
+    try:
+        value = max(0, min(9, int(priority)))
+    except (TypeError, ValueError):
+        value = 0
+    return 9 if value >= 9 else 6 if value >= 6 else 3 if value >= 3 else 0
+
+
+def _topic_matches(pattern: str, key: str) -> bool:
+    # AMQP topic: '*' is one word, '#' any number of words.
+    regex = r"\.".join("[^.]+" if w == "*" else ".*" if w == "#" else re.escape(w) for w in pattern.split("."))
+    return re.fullmatch(regex, key) is not None
+
+
+def _mark_redelivered(raw: bytes | str) -> str:
+    message = json.loads(raw)
+    message.setdefault("headers", {})["redelivered"] = True
+    message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
+    return json.dumps(message)
+
+
+def decode_envelope(raw: bytes | str) -> Envelope:
+    """Turn one kombu JSON envelope into an `Envelope` (body only base64-decoded)."""
+    message = json.loads(raw)
+    properties = message.get("properties") or {}
+    body = message.get("body") or ""
+    if properties.get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    elif isinstance(body, str):
+        body = body.encode("utf-8")
+    return Envelope(
+        body,
+        message.get("headers") or {},
+        properties,
+        message.get("content-type") or "application/json",
+        message.get("content-encoding") or "utf-8",
+    )
+
+
+def encode_envelope(envelope: Envelope, exchange: str, routing_key: str) -> str:
+    """Serialize an envelope as kombu does: fields, property order and a new delivery tag."""
+    props = {k: v for k, v in envelope.properties.items() if k not in _KOMBU_PROPERTIES}
+    props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
+    props["priority"] = envelope.properties.get("priority") or 0
+    props["body_encoding"] = "base64"
+    props["delivery_tag"] = str(uuid.uuid4())
+    return json.dumps({
+        "body": base64.b64encode(envelope.body).decode("ascii"),
+        "content-encoding": envelope.content_encoding,
+        "content-type": envelope.content_type,
+        "headers": envelope.headers,
+        "properties": props,
+    })
+
+
+class RedisBroker(Broker):
+    """A broker on Redis in kombu's layout (see the module docstring).
+
+    Args:
+        url: A Redis URL (see `redis_client`).
+        conf: Settings, read with Celery's names: ``broker_transport_options``
+            (``global_keyprefix``, ``visibility_timeout``, ``heartbeat_ttl``,
+            ``unacked_restore_interval``, socket options, sentinel ``master_name``),
+            ``broker_use_ssl``, ``broker_connection_retry``, ``broker_connection_max_retries``.
+    """
+
+    def __init__(self, url: str, conf: Mapping[str, Any]) -> None:
+        self.url = url
+        self.masked_url = mask_url(url)
+        options = conf.get("broker_transport_options") or {}
+        self.client, self.db = redis_client(url, conf.get("broker_use_ssl"), options)
+        self.prefix: str = options.get("global_keyprefix") or ""
+        self.visibility_timeout = float(options.get("visibility_timeout") or 3600)
+        self.heartbeat_ttl = float(options.get("heartbeat_ttl", 30) or 0)
+        self.restore_interval = float(options.get("unacked_restore_interval") or 10)
+        retry = conf.get("broker_connection_retry")
+        self.retry = True if retry is None else bool(retry)
+        self.max_retries = conf.get("broker_connection_max_retries", 100) or None
+        self.unacked_key = self.prefix + "unacked"
+        self.index_key = self.prefix + "unacked_index"
+        self.mutex_key = self.prefix + "unacked_mutex"
+        self.consumers_key = self.prefix + "_celeriac.consumers"
+        self.exchange_types: dict[str, str] = {}
+        self.expires: dict[str, int] = {}
+        register = self.client.register_script
+        self.fetch_script = register(_FETCH)
+        self.restore_script = register(_RESTORE)
+        self.tick_script = register(_TICK)
+        self.heartbeat_script = register(_HEARTBEAT)
+        self.forget_script = register(_FORGET)
+        self.bind_expiring_script = register(_BIND_EXPIRING)
+        self.unlock_script = register(_UNLOCK)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _retry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn`, reconnecting with backoff while Redis is unreachable."""
+        attempt = 0
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except _CONNECTION_ERRORS as exc:
+                attempt += 1
+                if not self.retry or (self.max_retries and attempt > self.max_retries):
+                    raise OperationalError(f"Cannot reach Redis at {self.masked_url}: {exc}") from exc
+                delay = min(0.1 * 2 ** (attempt - 1), 2.0)
+                logger.warning("Redis at %s unreachable (%s); retry %d in %.1fs", self.masked_url, exc, attempt, delay)
+                time.sleep(delay)
+
+    def queue_key(self, queue: str, step: int = 0) -> str:
+        """The key of a queue's list for a priority step (0, 3, 6, 9)."""
+        return f"{self.prefix}{queue}{SEP}{step}" if step else self.prefix + queue
+
+    def delayed_key(self, queue: str) -> str:
+        """The key of a queue's zset of delayed messages."""
+        return f"{self.prefix}{queue}{SEP}delayed"
+
+    def fanout_channel(self, exchange: str, routing_key: str = "") -> str:
+        """The PUB/SUB channel kombu uses for a fanout exchange."""
+        channel = f"{self.prefix}/{self.db}.{exchange}"
+        return f"{channel}/{routing_key}" if routing_key else channel
+
+    # -- declaring --------------------------------------------------------------------------
+
+    def declare(self, queues: Sequence[Any]) -> None:
+        """Write each queue's bindings (`_kombu.binding.*`), as kombu 5.7 does."""
+        for queue in queues:
+            bindings = [(queue.exchange, queue.routing_key)] if queue.exchange is not None else []
+            bindings += [(b.exchange, b.routing_key) for b in getattr(queue, "bindings", ()) or ()]
+            expires = (getattr(queue, "queue_arguments", None) or {}).get("x-expires")
+            if expires is not None:
+                self.expires[queue.name] = int(expires)
+            for exchange, routing_key in bindings:
+                name = getattr(exchange, "name", exchange) or ""
+                if not name:
+                    continue
+                self.exchange_types[name] = getattr(exchange, "type", None) or "direct"
+                member = f"{routing_key or ''}{SEP}{SEP}{queue.name}"
+                if expires is not None:
+                    ttl = max(int(expires) * 2, 3600 * 1000)
+                    keys = [f"{self.prefix}_kombu.binding.{name}", f"{self.prefix}_kombu.binding_deadlines"]
+                    self._retry(self.bind_expiring_script, keys=keys, args=[member, name, ttl])
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.sadd(f"{self.prefix}_kombu.binding.{name}", member)
+                    pipe.sadd(f"{self.prefix}_kombu.binding_permanent.{name}", member)
+                    self._retry(pipe.execute)
+
+    def bindings(self, exchange: str) -> list[tuple[str, str]]:
+        """(routing key, queue) pairs bound to an exchange."""
+        members = self._retry(self.client.smembers, f"{self.prefix}_kombu.binding.{exchange}")
+        out = []
+        for member in members:
+            routing_key, _pattern, queue = member.decode().split(SEP, 2)
+            out.append((routing_key, queue))
+        return out
+
+    def delete_queue(self, queue: str, exchange: str = "", routing_key: str = "") -> None:
+        """Drop a queue's lists, delayed set and binding (e.g. a pidbox reply queue)."""
+        pipe = self.client.pipeline(transaction=False)
+        if exchange:
+            member = f"{routing_key}{SEP}{SEP}{queue}"
+            pipe.srem(f"{self.prefix}_kombu.binding.{exchange}", member)
+            pipe.srem(f"{self.prefix}_kombu.binding_permanent.{exchange}", member)
+        pipe.delete(*[self.queue_key(queue, s) for s in PRIORITY_STEPS], self.delayed_key(queue))
+        self._retry(pipe.execute)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def _exchange_type(self, route: Route) -> str:
+        if route.exchange_type != "direct":
+            return route.exchange_type
+        return self.exchange_types.get(route.exchange, "direct")
+
+    def _targets(self, route: Route, tables: Mapping[str, list[tuple[str, str]]]) -> list[str]:
+        """The queues a publish reaches: the anonymous exchange names the queue itself."""
+        if not route.exchange:
+            return [route.routing_key or route.queue]
+        topic = self._exchange_type(route) == "topic"
+        rk = route.routing_key
+        found = [q for key, q in tables.get(route.exchange, ()) if (_topic_matches(key, rk) if topic else key == rk)]
+        if not found and route.queue:
+            found = [route.queue]  # declared destination, even if its binding was swept
+        if not found:
+            logger.warning("Message to exchange %r with key %r matched no queue; dropped", route.exchange, rk)
+        return list(dict.fromkeys(found))
+
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
+        """Send one message (LPUSH, ZADD for `not_before` in the future, PUBLISH for fanout)."""
+        self.publish_many([(envelope, route, not_before)])
+
+    def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]]) -> None:
+        """Send many messages in one pipeline (plus one to read the bindings they need)."""
+        named = {r.exchange for _, r, _ in items if r.exchange and self._exchange_type(r) != "fanout"}
+        tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name) for name in named}
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        for envelope, route, not_before in items:
+            routing_key = route.routing_key or (route.queue if not route.exchange else "")
+            raw = encode_envelope(envelope, route.exchange, routing_key)
+            if route.exchange and self._exchange_type(route) == "fanout":
+                pipe.publish(self.fanout_channel(route.exchange, routing_key), raw)
+                continue
+            step = _step(envelope.properties.get("priority"))
+            for queue in self._targets(route, tables):
+                if not_before is not None and not_before > now:
+                    pipe.zadd(self.delayed_key(queue), {raw: not_before})
+                else:
+                    pipe.lpush(self.queue_key(queue, step), raw)
+                if queue in self.expires:
+                    for s in PRIORITY_STEPS:
+                        pipe.pexpire(self.queue_key(queue, s), self.expires[queue])
+        self._retry(pipe.execute)
+
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+        """PUBLISH to a fanout exchange's channel (broadcast, remote control, events)."""
+        raw = encode_envelope(envelope, exchange, routing_key)
+        self._retry(self.client.publish, self.fanout_channel(exchange, routing_key), raw)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def subscribe(self, queues: Sequence[str], *, prefetch: int) -> RedisSubscription:
+        """Start consuming from queues (names), holding at most `prefetch` (0: no limit)."""
+        return RedisSubscription(self, list(queues), prefetch)
+
+    def subscribe_fanout(self, exchange: str, binding_key: str = "") -> FanoutSubscription:
+        """Listen to a fanout exchange (PSUBSCRIBE; `#` in the binding key becomes `*`)."""
+        return FanoutSubscription(self, self.fanout_channel(exchange, binding_key.replace("#", "*")))
+
+    def purge(self, queue: str) -> int:
+        """Delete a queue's ready messages (every priority list); delayed ones stay."""
+        pipe = self.client.pipeline(transaction=False)
+        for step in PRIORITY_STEPS:
+            pipe.llen(self.queue_key(queue, step))
+            pipe.delete(self.queue_key(queue, step))
+        return sum(self._retry(pipe.execute)[::2])
+
+    def close(self) -> None:
+        """Release connections."""
+        self.client.close()
+
+    # -- restoring (used by subscriptions) --------------------------------------------------
+
+    def restore(self, moves: list[tuple[str, str, str, str | bytes, float]], held_key: str = "") -> int:
+        """Move messages out of `unacked` (see `_RESTORE`); return how many this call moved."""
+        total = 0
+        for start in range(0, len(moves), 500):
+            args = [part for move in moves[start:start + 500] for part in move]
+            keys = [self.unacked_key, self.index_key, held_key or self.prefix + "_celeriac.none"]
+            total += self._retry(self.restore_script, keys=keys, args=args)
+        return total
+
+    def _requeue_moves(self, tags: Sequence[str], values: Sequence[bytes | None], dests: Sequence[str | None]) -> list:
+        """Moves that put unacked entries back at the head of a list, marked redelivered."""
+        moves = []
+        for tag, value, dest in zip(tags, values, dests, strict=True):
+            if value is None:
+                moves.append((tag, "r", "", "", 0))
+                continue
+            message, exchange, routing_key = json.loads(value)
+            payload = _mark_redelivered(json.dumps(message))
+            step = _step((message.get("properties") or {}).get("priority"))
+            if dest:
+                targets = [dest]
+            else:
+                route = Route(queue="", exchange=exchange, routing_key=routing_key)
+                tables = {exchange: self.bindings(exchange)} if exchange else {}
+                targets = [self.queue_key(q, step) for q in self._targets(route, tables)]
+            moves += [(tag, "r", target, payload, 0) for target in targets] or [(tag, "r", "", "", 0)]
+        return moves
+
+    def restore_visible(self, limit: int = 100) -> int:
+        """Push back unacked messages older than the visibility timeout (as kombu does)."""
+        token = uuid.uuid4().hex
+        if not self._retry(self.client.set, self.mutex_key, token, nx=True, px=300_000):
+            return 0
+        try:
+            ceiling = time.time() - self.visibility_timeout
+            old = self._retry(self.client.zrange, self.index_key, ceiling, 0, desc=True, byscore=True, offset=0, num=limit)
+            if not old:
+                return 0
+            tags = [t.decode() for t in old]
+            values = self._retry(self.client.hmget, self.unacked_key, tags)
+            return self.restore(self._requeue_moves(tags, values, [None] * len(tags)))
+        finally:
+            self._retry(self.unlock_script, keys=[self.mutex_key], args=[token])
+
+    def restore_consumer(self, consumer_id: str) -> int:
+        """Give back every message an expired consumer held; forget the consumer."""
+        held_key = f"{self.prefix}_celeriac.held.{consumer_id}"
+        held = self._retry(self.client.hgetall, held_key)
+        tags = [t.decode() for t in held]
+        values = self._retry(self.client.hmget, self.unacked_key, tags) if tags else []
+        moved = self.restore(self._requeue_moves(tags, values, [held[t.encode()].decode() for t in tags]), held_key)
+        self._retry(self.forget_script, keys=[self.consumers_key, held_key], args=[consumer_id])
+        if moved:
+            logger.warning("Restored %d message(s) of expired consumer %s", moved, consumer_id)
+        return moved
+
+
+class RedisSubscription(Subscription):
+    """One consumer of some queues (see the module docstring). Used from one thread."""
+
+    def __init__(self, broker: RedisBroker, queues: list[str], prefetch: int) -> None:
+        self.broker = broker
+        self.queues = queues
+        self.prefetch = prefetch
+        self.id = uuid.uuid4().hex
+        self.held_key = f"{broker.prefix}_celeriac.held.{self.id}"
+        # tag -> (raw envelope, list key, queue name), in delivery order
+        self.held: dict[str, tuple[bytes, str, str]] = {}
+        self._rotation = 0
+        self._next_tick = 0.0
+        self._next_due: float | None = None
+        self._next_restore = 0.0
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        if broker.heartbeat_ttl > 0:
+            self.heartbeat()
+            self._heartbeat = threading.Thread(target=self._beat, name=f"celeriac-redis-heartbeat-{self.id[:8]}", daemon=True)
+            self._heartbeat.start()
+
+    # -- heartbeat --------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Renew this consumer's deadline and the delivery time of the messages it holds."""
+        b = self.broker
+        args = [self.id, b.heartbeat_ttl, time.time(), *list(self.held)]
+        b._retry(b.heartbeat_script, keys=[b.consumers_key, b.index_key], args=args)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.broker.heartbeat_ttl / 3):
+            try:
+                self.heartbeat()
+            except Exception as exc:  # keep beating: the next try may reach Redis
+                logger.warning("Heartbeat of consumer %s failed: %s", self.id, exc)
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    def _keys(self) -> tuple[list[str], list[str]]:
+        """List keys in BRPOP order (all queues' step 0, then 3, ...), rotating queues."""
+        queues = self.queues
+        if len(queues) > 1:
+            self._rotation = (self._rotation + 1) % len(queues)
+            queues = queues[self._rotation:] + queues[:self._rotation]
+        keys = [self.broker.queue_key(q, s) for s in PRIORITY_STEPS for q in queues]
+        names = [q for _ in PRIORITY_STEPS for q in queues]
+        return keys, names
+
+    def _fetch(self, limit: int, keys: list[str], names: list[str], popped: Any = None) -> list[Delivery]:
+        b = self.broker
+        extra, index = ("", 0) if popped is None else (popped[1], keys.index(popped[0].decode()) + 1)
+        out = b.fetch_script(keys=[b.unacked_key, b.index_key, self.held_key, *keys], args=[limit, time.time(), extra, index, *names])
+        deliveries = []
+        for i in range(0, len(out), 3):
+            raw, idx, tag = out[i], out[i + 1] - 1, out[i + 2].decode()
+            try:
+                envelope = decode_envelope(raw)
+            except Exception as exc:  # not a kombu envelope: Celery drops these too
+                logger.error("Dropping undecodable message from %s: %s: %r", names[idx], exc, raw[:200])
+                b.restore([(tag, "r", "", "", 0)], self.held_key)
+                continue
+            self.held[tag] = (raw, keys[idx], names[idx])
+            info = envelope.properties.get("delivery_info") or {}
+            deliveries.append(Delivery(envelope, names[idx], tag, bool(info.get("redelivered"))))
+        return deliveries
+
+    def get_many(self, limit: int, timeout: float) -> list[Delivery]:
+        """Return up to `limit` deliveries (one script call), blocking up to `timeout` for one."""
+        if self.prefetch:
+            limit = min(limit, self.prefetch - len(self.held))
+        if limit <= 0:
+            return []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._maybe_tick()
+                keys, names = self._keys()
+                got = self._fetch(limit, keys, names)
+                if got:
+                    return got
+                wait = min(deadline - time.monotonic(), 1.0)
+                if self._next_due is not None:
+                    wait = min(wait, max(self._next_due - time.time(), 0.0) + 0.001)
+                if wait < 0.001:
+                    return []
+                popped = self.broker.client.brpop(keys, timeout=wait)
+                if popped:
+                    return self._fetch(limit, keys, names, popped)
+            except _CONNECTION_ERRORS:
+                self.broker._retry(self._recover)
+            if time.monotonic() >= deadline:
+                return []
+
+    def _recover(self) -> None:
+        """After a lost connection: give back what a lost reply popped for us."""
+        b = self.broker
+        b.client.ping()
+        stray = [t.decode() for t in b.client.hkeys(self.held_key) if t.decode() not in self.held]
+        if stray:
+            values = b.client.hmget(b.unacked_key, stray)
+            dests = [d.decode() if d else None for d in b.client.hmget(self.held_key, stray)]
+            moved = b.restore(b._requeue_moves(stray, values, dests), self.held_key)
+            logger.warning("Gave back %d message(s) whose delivery was cut off", moved)
+
+    def _maybe_tick(self) -> None:
+        """Promote due delayed messages; restore expired consumers and timed-out messages."""
+        now = time.time()
+        if now < self._next_tick and (self._next_due is None or now < self._next_due):
+            return
+        b = self.broker
+        self._next_tick = now + 1.0
+        keys = [b.consumers_key, *[b.delayed_key(q) for q in self.queues]]
+        args = [now, 1000, SEP, *[b.queue_key(q) for q in self.queues]]
+        _promoted, next_due, dead = b.tick_script(keys=keys, args=args)
+        self._next_due = float(next_due) if next_due else None
+        for consumer in dead:
+            if consumer.decode() != self.id:
+                b.restore_consumer(consumer.decode())
+        if now >= self._next_restore:
+            self._next_restore = now + b.restore_interval
+            b.restore_visible()
+
+    # -- settling ---------------------------------------------------------------------------
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove deliveries from `unacked` for good: one pipeline."""
+        if not deliveries:
+            return
+        tags = [d.tag for d in deliveries]
+        b = self.broker
+        pipe = b.client.pipeline(transaction=False)
+        pipe.zrem(b.index_key, *tags)
+        pipe.hdel(b.unacked_key, *tags)
+        pipe.hdel(self.held_key, *tags)
+        b._retry(pipe.execute)
+        for tag in tags:
+            self.held.pop(tag, None)
+
+    def reject(self, delivery: Delivery, *, requeue: bool) -> None:
+        """Drop a delivery, or put it back at the tail of its list (kombu's requeue)."""
+        raw, list_key, _queue = self.held.pop(delivery.tag, (b"", "", ""))
+        if requeue and list_key:
+            move = (delivery.tag, "l", list_key, _mark_redelivered(raw), 0)
+        else:
+            move = (delivery.tag, "l", "", "", 0)
+        self.broker.restore([move], self.held_key)
+
+    def defer(self, delivery: Delivery, not_before: float) -> None:
+        """Move a delivery to its queue's delayed set, due at `not_before` (epoch seconds)."""
+        raw, _list_key, queue = self.held.pop(delivery.tag, (b"", "", delivery.queue))
+        if not raw:
+            raw = encode_envelope(delivery.envelope, "", queue).encode()
+        move = (delivery.tag, "z", self.broker.delayed_key(queue), raw, not_before)
+        self.broker.restore([move], self.held_key)
+
+    def close(self) -> None:
+        """Give every delivery not acked back to the head of its list, then unregister."""
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        b = self.broker
+        # Newest first, so the oldest ends up at the head and is served first again.
+        moves = [(tag, "r", key, _mark_redelivered(raw), 0) for tag, (raw, key, _q) in reversed(self.held.items())]
+        try:
+            if moves:
+                b.restore(moves, self.held_key)
+                logger.info("Restoring %d unacknowledged message(s)", len(moves))
+            pipe = b.client.pipeline(transaction=False)
+            pipe.delete(self.held_key)
+            pipe.zrem(b.consumers_key, self.id)
+            b._retry(pipe.execute)
+        finally:
+            self.held.clear()
+
+
+class FanoutSubscription:
+    """Messages of a fanout exchange (PUB/SUB pattern): broadcast, remote control, events."""
+
+    def __init__(self, broker: RedisBroker, pattern: str) -> None:
+        self.broker = broker
+        self.pattern = pattern
+        self.pubsub = broker.client.pubsub(ignore_subscribe_messages=True)
+        broker._retry(self.pubsub.psubscribe, pattern)
+
+    def get(self, timeout: float) -> Envelope | None:
+        """The next message, or None after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                message = self.pubsub.get_message(timeout=max(remaining, 0.0))
+            except _CONNECTION_ERRORS:
+                # redis-py subscribes again on the new connection.
+                self.broker._retry(self.pubsub.ping)
+                continue
+            if message is not None and message["type"] == "pmessage":
+                return decode_envelope(message["data"])
+            if remaining <= 0:
+                return None
+
+    def __iter__(self) -> Iterator[Envelope]:
+        while True:
+            envelope = self.get(1.0)
+            if envelope is not None:
+                yield envelope
+
+    def close(self) -> None:
+        """Stop listening."""
+        self.pubsub.close()

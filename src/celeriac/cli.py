@@ -1,0 +1,212 @@
+"""The `celeriac` command: worker, call, result, purge, and the rest of Celery's commands."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .app import Celery
+from .urls import mask_url
+
+
+def find_app(spec: str) -> Celery:
+    """Resolve `-A`: 'module', 'package' (with a celery module or an app), or 'module:attr'."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name or "." not in module_name:
+            raise click.UsageError(f"Unable to load celeriac application: module {module_name!r} "
+                                   f"not found ({exc})") from exc
+        # 'proj.app' may name an attribute of module 'proj'
+        module_name, attr = module_name.rsplit(".", 1)
+        module = importlib.import_module(module_name)
+    if attr:
+        found = module
+        for part in attr.split("."):
+            found = getattr(found, part)
+        if callable(found) and not isinstance(found, Celery):
+            found = found()
+        if not isinstance(found, Celery):
+            raise click.UsageError(f"{spec!r} is not a celeriac application")
+        return found
+    for name in ("app", "celery"):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, Celery):
+            return candidate
+    if hasattr(module, "__path__"):
+        try:
+            sub = importlib.import_module(f"{module.__name__}.celery")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{module.__name__}.celery":
+                raise
+        else:
+            for name in ("app", "celery"):
+                candidate = getattr(sub, name, None)
+                if isinstance(candidate, Celery):
+                    return candidate
+    apps = [value for value in vars(module).values() if isinstance(value, Celery)]
+    if len(apps) == 1:
+        return apps[0]
+    raise click.UsageError(f"Unable to find a celeriac application in module {spec!r}: "
+                           "name it with -A module:attribute")
+
+
+class Context:
+    def __init__(self, app_spec: str | None, broker: str | None, backend: str | None,
+                 app: Celery | None = None) -> None:
+        self.app_spec = app_spec
+        self.broker = broker
+        self.backend = backend
+        self._app = app
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            if self.app_spec:
+                self._app = find_app(self.app_spec)
+            else:
+                from ._state import get_current_app
+
+                self._app = get_current_app()
+            if self.broker:
+                self._app.conf.broker_url = self.broker
+            if self.backend:
+                self._app.conf.result_backend = self.backend
+        return self._app
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-A", "--app", "app_spec", envvar="CELERIAC_APP", help="The app: module, package or module:attr.")
+@click.option("-b", "--broker", envvar="CELERIAC_BROKER_URL", help="Broker URL (overrides the app's).")
+@click.option("--result-backend", envvar="CELERIAC_RESULT_BACKEND", help="Result backend URL.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Change to this directory first.")
+@click.version_option(__version__, "--version", prog_name="celeriac")
+@click.pass_context
+def cli(ctx: click.Context, app_spec: str | None, broker: str | None, result_backend: str | None,
+        workdir: str | None) -> None:
+    """celeriac: a fast, Celery-compatible task queue."""
+    if workdir:
+        os.chdir(workdir)
+    if ctx.obj is None:
+        ctx.obj = Context(app_spec, broker, result_backend)
+    else:
+        ctx.obj.app_spec = app_spec or ctx.obj.app_spec
+
+
+@cli.command()
+@click.option("-l", "--loglevel", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL"], case_sensitive=False))
+@click.option("-Q", "--queues", help="Comma-separated queues to consume (default: all task_queues).")
+@click.option("-c", "--concurrency", type=int, help="Number of processes/threads (default: CPU count).")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Pool (default prefork).")
+@click.option("-n", "--hostname", help="Node name, e.g. w1@%h.")
+@click.option("--prefetch-multiplier", type=int, help="Messages to prefetch per process.")
+@click.option("--max-tasks-per-child", type=int, help="Replace a pool process after this many tasks.")
+@click.option("-f", "--logfile", help="Log to this file instead of stderr.")
+@pass_ctx
+def worker(ctx: Context, loglevel: str, queues: str | None, concurrency: int | None, pool: str | None,
+           hostname: str | None, prefetch_multiplier: int | None, max_tasks_per_child: int | None,
+           logfile: str | None) -> None:
+    """Start a worker."""
+    from .worker.worker import Worker
+
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    code = Worker(ctx.app, queues=names, concurrency=concurrency, pool=pool, hostname=hostname,
+                  prefetch_multiplier=prefetch_multiplier, loglevel=loglevel, logfile=logfile,
+                  max_tasks_per_child=max_tasks_per_child).start()
+    sys.exit(code)
+
+
+def _json_option(value: str | None, kind: type, what: str) -> Any:
+    if not value:
+        return kind()
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} must be JSON: {exc}") from exc
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"{what} must be a JSON {kind.__name__}")
+    return parsed
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-a", "--args", help='Positional arguments as a JSON list, e.g. \'[2, 2]\'.')
+@click.option("-k", "--kwargs", help="Keyword arguments as a JSON object.")
+@click.option("--eta", help="ISO-8601 time to run at.")
+@click.option("--countdown", type=float, help="Seconds to wait before running.")
+@click.option("--expires", help="Seconds, or ISO-8601 time, after which it is not run.")
+@click.option("--queue", help="Queue to send to.")
+@click.option("--exchange", help="Exchange to send to.")
+@click.option("--routing-key", help="Routing key.")
+@click.option("--serializer", default=None, help="Serializer (json by default).")
+@pass_ctx
+def call(ctx: Context, name: str, args: str | None, kwargs: str | None, eta: str | None,
+         countdown: float | None, expires: str | None, queue: str | None, exchange: str | None,
+         routing_key: str | None, serializer: str | None) -> None:
+    """Send a task by name and print its id."""
+    options: dict[str, Any] = {k: v for k, v in {
+        "eta": eta, "countdown": countdown, "queue": queue, "exchange": exchange,
+        "routing_key": routing_key, "serializer": serializer}.items() if v is not None}
+    if expires is not None:
+        options["expires"] = float(expires) if expires.replace(".", "", 1).isdigit() else expires
+    result = ctx.app.send_task(name, _json_option(args, list, "--args"),
+                               _json_option(kwargs, dict, "--kwargs"), **options)
+    click.echo(result.id)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--traceback", is_flag=True, help="Show the traceback of a failed task.")
+@click.option("-t", "--timeout", type=float, default=None, help="Wait this long for the result.")
+@pass_ctx
+def result(ctx: Context, task_id: str, traceback: bool, timeout: float | None) -> None:
+    """Print the result of a task (waiting for it with --timeout)."""
+    res = ctx.app.AsyncResult(task_id)
+    if timeout is not None:
+        res.get(timeout=timeout, propagate=False)
+    if traceback:
+        click.echo(res.traceback or "")
+    elif res.state == "PENDING":
+        click.echo(f"PENDING (no result for {task_id} yet)")
+    else:
+        value = res.result
+        click.echo(repr(value) if isinstance(value, BaseException) else json.dumps(value, default=repr))
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-Q", "--queues", help="Comma-separated queues to purge (default: all task_queues).")
+@pass_ctx
+def purge(ctx: Context, force: bool, queues: str | None) -> None:
+    """Delete every waiting message from the queues."""
+    app = ctx.app
+    names = [q.strip() for q in queues.split(",")] if queues else list(app.router.queues)
+    if not force:
+        click.confirm(f"Delete all messages in {', '.join(names)} on {mask_url(app.broker_url)}?",
+                      abort=True)
+    total = sum(app.broker.purge(name) for name in names)
+    click.echo(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} known task "
+               f"queue{'s' if len(names) != 1 else ''}.")
+
+
+def main(argv: list[str] | None = None, app: Celery | None = None) -> None:
+    """Entry point of the `celeriac` command."""
+    obj = Context(None, None, None, app=app) if app is not None else None
+    cli.main(args=argv, prog_name="celeriac", obj=obj)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Sending a task: options -> route -> message (protocol v2) -> envelope -> broker.publish."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import _state, signals
+from .protocol import build_task_message
+from .result import AsyncResult
+
+if TYPE_CHECKING:
+    from .app import Celery
+    from .task import Task
+
+
+def _as_signature_list(value: Any) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return [dict(value)]
+    return [dict(item) for item in value]
+
+
+def _absolute(value: Any, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, timedelta):
+        return now + value
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return now + timedelta(seconds=float(value))
+
+
+def prepare_task_message(
+    app: Celery,
+    name: str,
+    args: Sequence[Any] | None,
+    kwargs: dict[str, Any] | None,
+    options: dict[str, Any],
+    task: Task | None = None,
+) -> tuple[Any, Any, float | None, str]:
+    """Resolve options and build (envelope, route, not_before, task_id) for one task."""
+    conf = app.conf
+    if task is not None:
+        for attr in ("queue", "priority", "expires", "time_limit", "soft_time_limit", "serializer"):
+            value = getattr(task, attr, None)
+            if value is not None and attr not in options:
+                options[attr] = value
+        if task.ignore_result and "ignore_result" not in options:
+            options["ignore_result"] = True
+    args = list(args or ())
+    kwargs = dict(kwargs or {})
+    route, options = app.router.route(name, args, kwargs, options, task)
+    now = datetime.now(UTC)
+    eta = _absolute(options.get("eta"), now)
+    countdown = options.get("countdown")
+    if countdown is not None and eta is None:
+        eta = now + timedelta(seconds=float(countdown))
+    expires = _absolute(options.get("expires"), now)
+    task_id = options.get("task_id") or str(uuid.uuid4())
+    parent_id = options.get("parent_id")
+    root_id = options.get("root_id")
+    current = _state.get_current_task()
+    if current is not None and parent_id is None:
+        request = current.request
+        if not request.called_directly and request.id:
+            parent_id = request.id
+            root_id = root_id or request.root_id
+    envelope = build_task_message(
+        name,
+        task_id,
+        args,
+        kwargs,
+        eta=eta,
+        expires=expires,
+        group_id=options.get("group_id"),
+        group_index=options.get("group_index"),
+        retries=options.get("retries", 0),
+        time_limit=options.get("time_limit"),
+        soft_time_limit=options.get("soft_time_limit"),
+        root_id=root_id,
+        parent_id=parent_id,
+        origin=options.get("origin"),
+        ignore_result=bool(options.get("ignore_result", False)),
+        shadow=options.get("shadow"),
+        callbacks=_as_signature_list(options.get("link")),
+        errbacks=_as_signature_list(options.get("link_error")),
+        chain=options.get("chain"),
+        chord=options.get("chord"),
+        reply_to=options.get("reply_to") or app.oid,
+        priority=options.get("priority"),
+        headers=options.get("headers"),
+        serializer=options.get("serializer") or conf.task_serializer or "json",
+        compression=options.get("compression") or conf.task_compression,
+        now=now,
+    )
+    not_before = eta.timestamp() if eta is not None and eta.timestamp() > time.time() else None
+    return envelope, route, not_before, task_id
+
+
+def _declare_once(app: Celery, broker: Any, queue_name: str) -> None:
+    if queue_name and queue_name not in app._declared:
+        queue = app.router.queues.get(queue_name)
+        if queue is not None:
+            broker.declare([queue])
+        app._declared.add(queue_name)
+
+
+def send_task_message(
+    app: Celery,
+    name: str,
+    args: Sequence[Any] | None,
+    kwargs: dict[str, Any] | None,
+    options: dict[str, Any],
+    task: Task | None = None,
+) -> AsyncResult[Any]:
+    """Publish one task message; return its AsyncResult."""
+    envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
+    broker = app.broker
+    _declare_once(app, broker, route.queue)
+    if signals.before_task_publish.receivers:
+        signals.before_task_publish.send(
+            sender=name, body=envelope.body, exchange=route.exchange, routing_key=route.routing_key,
+            headers=envelope.headers, properties=envelope.properties, declare=[], retry_policy=None,
+        )
+    broker.publish(envelope, route, not_before=not_before)
+    if signals.after_task_publish.receivers:
+        signals.after_task_publish.send(sender=name, body=envelope.body, headers=envelope.headers,
+                                        exchange=route.exchange, routing_key=route.routing_key)
+    return AsyncResult(task_id, app=app, task_name=name)
+
+
+def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]]) -> list[AsyncResult[Any]]:
+    """Publish many task messages in as few round trips as the broker allows."""
+    broker = app.broker
+    items = []
+    results = []
+    for name, args, kwargs, options in messages:
+        task = app.tasks.get(name)
+        envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
+        _declare_once(app, broker, route.queue)
+        items.append((envelope, route, not_before))
+        results.append(AsyncResult(task_id, app=app, task_name=name))
+    broker.publish_many(items)
+    return results

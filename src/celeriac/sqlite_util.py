@@ -1,0 +1,25 @@
+"""Opening SQLite files the way both the SQLite broker and the SQLite backend need them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+
+def sqlite_path(url: str) -> str:
+    """The file of `sqlite:///rel.db` (relative) or `sqlite:////abs.db` (absolute)."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    return path or "celeriac.db"
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode, WAL journal, waiting on locks instead of failing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn

@@ -8,7 +8,7 @@ from . import states  # noqa: E402
 from ._state import get_current_app as _get_current_app  # noqa: E402
 from .app import Celeriac, Celery  # noqa: E402
 from .canvas import Signature, signature  # noqa: E402
-from .entities import Exchange, Queue  # noqa: E402
+from .entities import Broadcast, Exchange, Queue  # noqa: E402
 from .result import AsyncResult, EagerResult, GroupResult, ResultSet  # noqa: E402
 from .task import Task, shared_task  # noqa: E402
 
@@ -21,6 +21,6 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "AsyncResult", "Celeriac", "Celery", "EagerResult", "Exchange", "GroupResult", "Queue",
+    "AsyncResult", "Broadcast", "Celeriac", "Celery", "EagerResult", "Exchange", "GroupResult", "Queue",
     "ResultSet", "Signature", "Task", "__version__", "shared_task", "signature", "states",
 ]

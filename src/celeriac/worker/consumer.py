@@ -97,7 +97,7 @@ class Consumer:
     def _receive(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
         try:
-            message = task_message_from_envelope(envelope)
+            message = task_message_from_envelope(envelope, self.accept or None)
         except DecodeError as exc:
             logger.error("Rejecting undecodable message from queue %r: %s", delivery.queue, exc)
             self.sub.reject(delivery, requeue=False)

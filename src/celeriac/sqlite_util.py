@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+
+#: Held by background threads while they are inside SQLite, and taken around fork(): a child
+#: forked while another thread holds one of SQLite's mutexes would deadlock on first use.
+fork_lock = threading.Lock()
+os.register_at_fork(before=fork_lock.acquire, after_in_parent=fork_lock.release,
+                    after_in_child=fork_lock.release)
 
 
 def sqlite_path(url: str) -> str:

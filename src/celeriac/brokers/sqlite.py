@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..sqlite_util import connect, sqlite_path
+from ..sqlite_util import connect, fork_lock, sqlite_path
 from .base import Broker, Delivery, Envelope, Route, Subscription
 from .bindings import matches
 
@@ -168,15 +168,18 @@ class SQLiteSubscription(Subscription):
         )
 
     def _renew_leases(self) -> None:
-        conn = connect(self.broker.path)
+        with fork_lock:
+            conn = connect(self.broker.path)
         try:
             while not self._stop.wait(self.broker.lease / 3):
-                conn.execute(
-                    "UPDATE celeriac_messages SET visible_at = ? WHERE leased_by = ?",
-                    (time.time() + self.broker.lease, self.token),
-                )
+                with fork_lock:
+                    conn.execute(
+                        "UPDATE celeriac_messages SET visible_at = ? WHERE leased_by = ?",
+                        (time.time() + self.broker.lease, self.token),
+                    )
         finally:
-            conn.close()
+            with fork_lock:
+                conn.close()
 
     def _claim(self, limit: int) -> list[Delivery]:
         now = time.time()

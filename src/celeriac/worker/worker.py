@@ -162,12 +162,12 @@ class Worker:
         accept = accept_content_types(app.conf.accept_content or ["json"])
         pool = create_pool(self.pool_name, self._run_job, self.concurrency,
                            **({"max_tasks_per_child": self.max_tasks_per_child} if self.pool_name == "prefork" else {}))
+        pool.start()  # fork pool processes before any thread of ours exists
         subscription = self._subscribe(names)
         self.consumer = consumer = Consumer(app, subscription, pool, hostname=self.hostname,
                                             prefetch=self.prefetch, accept=accept)
         if self.pool_name == "prefork":
             pool.on_lost = consumer.lost_outcome
-        pool.start()
         self._install_signal_handlers()
         logger.warning("%s ready.", self.hostname)
         signals.worker_ready.send(sender=self)

@@ -53,7 +53,7 @@ def _insert_raw(db: Path, queue: str, meta: list, body: bytes) -> None:
 def test_bad_messages_are_logged_rejected_and_others_still_run(project: Path, processes: list[Process]) -> None:
     write_module(project, "tasks.py", TASKS)
     tasks = importlib.import_module("tasks")
-    tasks.app.broker  # creates the tables
+    tasks.app.broker.declare([])  # opens the file and creates the tables
     db = project / "broker.db"
     good_before = tasks.add.delay(1, 1)
     # an unknown task name

@@ -1,4 +1,4 @@
-"""Periodic schedules: when a periodic task is next due (pure time math, no I/O).
+"""Periodic schedules: when a periodic task is next due (pure time math).
 
 The API matches ``celery.schedules``: ``schedule`` (a fixed interval), ``crontab`` (cron
 syntax), ``solar`` (sunrise, sunset and twilight) and ``maybe_schedule``.  A scheduler (beat)
@@ -437,10 +437,14 @@ class crontab_parser:  # noqa: N801 - Celery's name
             if step == 0:
                 raise ParseException(f"step must be at least 1 in {part!r}")
         body = body.strip()
+        if body.startswith("-"):
+            raise ParseException(f"negative numbers are not allowed, got {part!r}")
         if body == "*":
             values = list(range(self.min_, self._last + 1))
         elif "-" in body:
             start_text, _, end_text = body.partition("-")
+            if not end_text.strip():
+                raise ParseException(f"incomplete range {part!r}")
             start, end = self._value(start_text), self._value(end_text)
             if end < start:
                 values = list(range(start, self._last + 1)) + list(range(self.min_, end + 1))
@@ -470,12 +474,12 @@ class crontab_parser:  # noqa: N801 - Celery's name
         return 0 if self._names is _WEEKDAYS and value == 7 else value
 
 
-def _expand_cronspec(field: str, spec: Cronspec, max_: int, min_: int = 0) -> set[int]:
+def _expand_cronspec(field: str, spec: Cronspec | None, max_: int, min_: int = 0) -> set[int]:
     """Return the values a crontab field matches, from a str, an int or an iterable of ints."""
     parser = crontab_parser(max_, min_)
     try:
-        if isinstance(spec, str):
-            return parser.parse(spec)
+        if spec is None or isinstance(spec, str):
+            return parser.parse("*" if spec is None else spec)
         if isinstance(spec, int) and not isinstance(spec, bool):
             values = [spec]
         elif isinstance(spec, Iterable):
@@ -502,7 +506,7 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
     Sunday is 0 (7 is accepted too).
 
     Args:
-        minute: Minutes 0-59.
+        minute: Minutes 0-59 (None means ``'*'`` in every field).
         hour: Hours 0-23.
         day_of_week: Days 0-6, Sunday = 0, or names.
         day_of_month: Days 1-31; a day missing in a month (31 in April) is skipped there.
@@ -518,26 +522,27 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
 
     def __init__(
         self,
-        minute: Cronspec = "*",
-        hour: Cronspec = "*",
-        day_of_week: Cronspec = "*",
-        day_of_month: Cronspec = "*",
-        month_of_year: Cronspec = "*",
+        minute: Cronspec | None = "*",
+        hour: Cronspec | None = "*",
+        day_of_week: Cronspec | None = "*",
+        day_of_month: Cronspec | None = "*",
+        month_of_year: Cronspec | None = "*",
         nowfun: Callable[[], datetime] | None = None,
         app: Any = None,
         *,
         tz: tzinfo | None = None,
     ) -> None:
-        self._orig_minute = "*" if minute is None else minute
-        self._orig_hour = "*" if hour is None else hour
-        self._orig_day_of_week = "*" if day_of_week is None else day_of_week
-        self._orig_day_of_month = "*" if day_of_month is None else day_of_month
-        self._orig_month_of_year = "*" if month_of_year is None else month_of_year
-        self.minute = _expand_cronspec("minute", self._orig_minute, 60)
-        self.hour = _expand_cronspec("hour", self._orig_hour, 24)
-        self.day_of_week = _expand_cronspec("day_of_week", self._orig_day_of_week, 7)
-        self.day_of_month = _expand_cronspec("day_of_month", self._orig_day_of_month, 31, 1)
-        self.month_of_year = _expand_cronspec("month_of_year", self._orig_month_of_year, 12, 1)
+        self.minute = _expand_cronspec("minute", minute, 60)
+        self.hour = _expand_cronspec("hour", hour, 24)
+        self.day_of_week = _expand_cronspec("day_of_week", day_of_week, 7)
+        self.day_of_month = _expand_cronspec("day_of_month", day_of_month, 31, 1)
+        self.month_of_year = _expand_cronspec("month_of_year", month_of_year, 12, 1)
+        # The fields as given, for repr and pickle (an iterable may be a one-shot generator).
+        self._orig_minute = _as_given(minute, self.minute)
+        self._orig_hour = _as_given(hour, self.hour)
+        self._orig_day_of_week = _as_given(day_of_week, self.day_of_week)
+        self._orig_day_of_month = _as_given(day_of_month, self.day_of_month)
+        self._orig_month_of_year = _as_given(month_of_year, self.month_of_year)
         if not any(
             day <= _LONGEST_MONTH[month]
             for month in self.month_of_year
@@ -597,7 +602,7 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         """
         last = _utc(last_run_at)
         state = self._state(self._next_after(last))
-        deadline = _setting(self._app, "beat_cron_starting_deadline", None) if self._app else None
+        deadline = _setting(self._app, "beat_cron_starting_deadline", None)
         if state.is_due and deadline is not None:
             now = _utc(self.now())
             if self._next_after(now - timedelta(seconds=deadline, microseconds=1)) > now:
@@ -607,8 +612,8 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
 
     def _next_after(self, moment: datetime) -> datetime:
         tz = self.tz
-        # Start a day early: a wall time of the previous day can't be later, but the search
-        # must not start after a run that a DST shift moved across midnight.
+        # Start a local day early: near a DST change at midnight, a wall time of the previous
+        # day can land after `moment`.  The extra day costs one offset check.
         start = moment.astimezone(tz).date() - _DAY
         for day in self._matching_days(start):
             found = self._first_on_day(day, moment, tz)
@@ -705,6 +710,12 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         return (self.__class__, fields, self._pickle_state())
 
 
+def _as_given(spec: Cronspec | None, values: set[int]) -> Cronspec:
+    if spec is None:
+        return "*"
+    return spec if isinstance(spec, str | int) else sorted(values)
+
+
 def _spec_text(spec: Cronspec) -> str:
     if isinstance(spec, str | int):
         return str(spec)
@@ -782,9 +793,10 @@ def _sun_position(moment: datetime) -> tuple[float, float]:
 class solar(BaseSchedule):  # noqa: N801 - Celery's name
     """Run at a solar event at a place: sunrise, sunset, dawn, dusk or solar noon.
 
-    Computed with NOAA's sunrise/sunset equations (no ``ephem`` needed), accurate to about a
-    minute below 72 degrees of latitude.  Events that don't happen on a day (no sunrise in the
-    polar night) are skipped.
+    Computed with NOAA's sunrise/sunset equations, so unlike Celery it needs no ``ephem``.
+    Within a minute of PyEphem (Celery's results) up to 65 degrees of latitude; nearer the
+    poles, a few minutes on the days an event starts or stops happening.  Events that don't
+    happen on a day (no sunrise in the polar night) are skipped.
 
     Args:
         event: One of ``dawn_astronomical``, ``dawn_nautical``, ``dawn_civil``, ``sunrise``,
@@ -794,7 +806,7 @@ class solar(BaseSchedule):  # noqa: N801 - Celery's name
         lon: Longitude in degrees, -180 to 180 (east positive).
         nowfun: Returns the current time (for tests).
         app: The app.
-        tz: The time zone naive datetimes are shown in (events are instants; zone-free).
+        tz: The zone ``now()`` reports in; events are instants, so it changes nothing else.
 
     Raises:
         ValueError: Unknown event, or latitude / longitude out of range.
@@ -834,8 +846,11 @@ class solar(BaseSchedule):  # noqa: N801 - Celery's name
         return self._next_after(_utc(last_run_at)) - _utc(self.now())
 
     def is_due(self, last_run_at: datetime) -> schedstate:
-        """Return ``schedstate(is_due, next)``; due when the first event after ``last_run_at``
-        has passed."""
+        """Return ``schedstate(is_due, next)``.
+
+        Due when the first event after ``last_run_at`` has passed; ``next`` is then the seconds
+        to the first event after now.
+        """
         return self._state(self._next_after(_utc(last_run_at)))
 
     def _next_after(self, moment: datetime) -> datetime:

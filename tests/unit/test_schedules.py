@@ -110,11 +110,12 @@ def test_parser(spec: str, max_: int, min_: int, expected: set[int]) -> None:
         ("mon", "invalid value 'mon'"),  # day names only for day_of_week
         ("", "empty part"),
         ("1,,2", "empty part"),
-        ("5-", "invalid value ''"),
+        ("5-", "incomplete range '5-'"),
         ("*/", "invalid step ''"),
         ("1-5/x", "invalid step 'x'"),
         ("3/5", r"needs '\*' or a range"),
-        ("-1", "invalid value ''"),
+        ("-1", "negative numbers are not allowed"),
+        ("1-x", "invalid value 'x'"),
     ],
 )
 def test_parser_errors(spec: str, message: str) -> None:
@@ -150,6 +151,12 @@ def test_fields_accept_ints_and_iterables() -> None:
     assert cron.day_of_week == {0}
     assert cron.day_of_month == set(range(1, 32))
     assert cron.month_of_year == set(range(1, 13))
+    assert crontab(None, None) == crontab()
+    with pytest.raises(ParseException, match="empty part"):
+        crontab(minute="")
+    generated = crontab(minute=(m for m in (45, 15)))
+    assert repr(generated) == "<crontab: 15,45 * * * * (m/h/dM/MY/d)>"
+    assert pickle.loads(pickle.dumps(generated)) == generated
 
 
 # --- crontab: when it runs (UTC) ----------------------------------------------------------
@@ -352,6 +359,18 @@ def test_zone_from_app_settings() -> None:
     assert cron.tz == BERLIN
 
 
+def test_zone_and_deadline_from_a_celeriac_app() -> None:
+    from celeriac import Celery
+
+    app = Celery("schedules-test", broker="memory://")
+    app.conf.timezone = "America/New_York"
+    app.conf.beat_cron_starting_deadline = 60
+    cron = maybe_schedule(crontab(0, 9), app=app)
+    assert cron is not None and cron.tz == NEW_YORK
+    cron.nowfun = FakeClock(datetime(2024, 7, 1, 9, 5, tzinfo=NEW_YORK))
+    assert cron.is_due(datetime(2024, 6, 30, 9, tzinfo=NEW_YORK)).is_due is False  # 5 min late
+
+
 def test_wall_clock_in_the_schedule_zone() -> None:
     app = SimpleNamespace(conf={"timezone": "Europe/Berlin"})
     cron = crontab(0, 9, app=app)
@@ -419,6 +438,66 @@ def test_every_minute_in_the_gap_hour_runs_once_at_its_end() -> None:
         "2024-03-31 03:00 CEST",
         "2024-04-01 02:00 CEST", "2024-04-01 02:20 CEST", "2024-04-01 02:40 CEST",
     ]  # fmt: skip
+
+
+def _matches(cron: crontab, wall: datetime) -> bool:
+    return (
+        wall.minute in cron.minute
+        and wall.hour in cron.hour
+        and wall.day in cron.day_of_month
+        and wall.month in cron.month_of_year
+        and wall.isoweekday() % 7 in cron.day_of_week
+    )
+
+
+def _brute_force_runs(cron: crontab, start: datetime, end: datetime) -> list[datetime]:
+    """The documented DST rules, checked minute by minute in real time."""
+    tz = cron.tz
+    every_hour = len(cron.hour) == 24
+    runs = []
+    moment = start + timedelta(minutes=1)
+    previous_offset = start.astimezone(tz).utcoffset()
+    while moment < end:
+        wall = moment.astimezone(tz)
+        offset = wall.utcoffset()
+        assert offset is not None and previous_offset is not None
+        runs_now = _matches(cron, wall.replace(tzinfo=None)) and (every_hour or wall.fold == 0)
+        if offset > previous_offset and not every_hour:
+            # The clock jumped: wall times it skipped run now.
+            skipped = (moment + previous_offset).replace(tzinfo=None)
+            while skipped < (moment + offset).replace(tzinfo=None):
+                runs_now = runs_now or _matches(cron, skipped)
+                skipped += timedelta(minutes=1)
+        if runs_now:
+            runs.append(moment)
+        previous_offset = offset
+        moment += timedelta(minutes=1)
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("zone", "transition"),
+    [
+        ("Europe/Berlin", utc(2025, 3, 30, 1)),
+        ("Europe/Berlin", utc(2025, 10, 26, 1)),
+        ("America/Santiago", utc(2024, 9, 8, 4)),  # at midnight: 00:00 -> 01:00
+        ("America/Santiago", utc(2024, 4, 7, 3)),  # at midnight: 00:00 -> 23:00 the day before
+        ("Australia/Lord_Howe", utc(2024, 10, 5, 15, 30)),  # a 30-minute shift
+        ("Australia/Lord_Howe", utc(2024, 4, 6, 15)),
+    ],
+)
+@pytest.mark.parametrize(
+    "fields",
+    [("*/20", "*", "*"), ("30", "*", "*"), ("0", "0", "*"), ("15,45", "0-3", "*"),
+     ("*/10", "2", "*"), ("0", "23", "sat,sun"), ("5", "*/2", "*")],
+)  # fmt: skip
+def test_dst_rules_against_brute_force(
+    zone: str, transition: datetime, fields: tuple[str, str, str]
+) -> None:
+    minute, hour, day_of_week = fields
+    cron = crontab(minute, hour, day_of_week, tz=ZoneInfo(zone))
+    start, end = transition - timedelta(hours=30), transition + timedelta(hours=30)
+    assert beat(cron, start, end) == _brute_force_runs(cron, start, end)
 
 
 def test_aware_last_run_in_another_zone() -> None:

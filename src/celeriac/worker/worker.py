@@ -61,9 +61,17 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.setup_logging = setup_logging
         self.show_banner = banner
+        self.install_signals = options.pop("install_signals", True)
         self.options = options
         self._stop_requested = 0
+        self.ready = False
         self.consumer: Consumer | None = None
+
+    def stop(self) -> None:
+        """Ask for a warm shutdown (from another thread)."""
+        self._stop_requested = max(self._stop_requested, 1)
+        if self.consumer is not None:
+            self.consumer.fetching = False
 
     # -- set up ------------------------------------------------------------------------
 
@@ -168,7 +176,9 @@ class Worker:
                                             prefetch=self.prefetch, accept=accept)
         if self.pool_name == "prefork":
             pool.on_lost = consumer.lost_outcome
-        self._install_signal_handlers()
+        if self.install_signals:
+            self._install_signal_handlers()
+        self.ready = True
         logger.warning("%s ready.", self.hostname)
         signals.worker_ready.send(sender=self)
         code = 0
@@ -182,11 +192,12 @@ class Worker:
             code = 1
             pool.stop(wait=False)
         finally:
-            if self._stop_requested < 2:
+            if self.install_signals and self._stop_requested < 2:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
             subscription.close()
             signals.worker_shutdown.send(sender=self)
-            app.close()
+            if self.install_signals:
+                app.close()
         return code
 
 

@@ -126,15 +126,17 @@ class Celery:
 
     @property
     def broker_url(self) -> str:
-        url = self.conf.broker_url
-        if not url and not self.conf.result_backend:
+        """The broker URL: the environment (CELERIAC_BROKER_URL or Celery's CELERY_BROKER_URL)
+        wins over the settings, as in Celery; with nothing configured, the SQLite file."""
+        url = _env("BROKER_URL") or self.conf.broker_url
+        if not url:
             return DEFAULT_SQLITE_URL
-        return url or DEFAULT_SQLITE_URL
+        return str(url)
 
     @property
     def result_backend_url(self) -> str | None:
-        url = self.conf.result_backend
-        if not url and not self.conf.broker_url:
+        url = _env("RESULT_BACKEND") or self.conf.result_backend
+        if not url and not (_env("BROKER_URL") or self.conf.broker_url):
             return DEFAULT_SQLITE_URL
         return url
 
@@ -340,6 +342,10 @@ class Celery:
         from .cli import main
 
         main(argv, app=self)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"CELERIAC_{name}") or os.environ.get(f"CELERY_{name}")
 
 
 def _django_installed_apps() -> list[str]:

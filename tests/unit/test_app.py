@@ -163,3 +163,17 @@ def test_meta_shape_matches_celery() -> None:
     meta = backend.store_result("w-add", 5, states.SUCCESS, request=Req())
     assert list(meta) == ["status", "result", "traceback", "children", "date_done", "group_id",
                           "name", "args", "kwargs", "worker", "retries", "queue", "task_id"]
+
+
+def test_environment_broker_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = Celery("t", broker="sqlite:///a.db")
+    assert app.broker_url == "sqlite:///a.db"
+    assert app.result_backend_url is None  # a broker but no backend: results disabled
+    monkeypatch.setenv("CELERY_BROKER_URL", "memory://env")
+    assert app.broker_url == "memory://env"
+    monkeypatch.setenv("CELERIAC_RESULT_BACKEND", "memory://res")
+    assert app.result_backend_url == "memory://res"
+    monkeypatch.delenv("CELERY_BROKER_URL")
+    monkeypatch.delenv("CELERIAC_RESULT_BACKEND")
+    zero = Celery("t")
+    assert zero.broker_url == zero.result_backend_url == "sqlite:///celeriac.db"

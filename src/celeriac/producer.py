@@ -125,6 +125,8 @@ def send_task_message(
     envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
     broker = app.broker
     _declare_once(app, broker, route.queue)
+    if not broker.delays_on_publish:
+        not_before = None
     if signals.before_task_publish.receivers:
         signals.before_task_publish.send(
             sender=name, body=envelope.body, exchange=route.exchange, routing_key=route.routing_key,
@@ -146,7 +148,7 @@ def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str
         task = app.tasks.get(name)
         envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
         _declare_once(app, broker, route.queue)
-        items.append((envelope, route, not_before))
+        items.append((envelope, route, not_before if broker.delays_on_publish else None))
         results.append(AsyncResult(task_id, app=app, task_name=name))
     broker.publish_many(items)
     return results

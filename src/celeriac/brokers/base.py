@@ -83,6 +83,10 @@ class Broker(abc.ABC):
     """A message transport. Thread-safe for publishing; one Subscription per consumer."""
 
     url: str
+    #: Whether `publish(not_before=...)` should be used for ETAs. A broker shared with Celery
+    #: workers that cannot see a delayed store (Redis) takes ETA messages in the normal queue,
+    #: as Celery sends them, and celeriac workers defer far-off ones with `Subscription.defer`.
+    delays_on_publish: bool = True
 
     @abc.abstractmethod
     def declare(self, queues: Sequence[Any]) -> None:

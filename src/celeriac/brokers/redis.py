@@ -244,7 +244,13 @@ def redis_client(url: str, ssl: Any = None, options: Mapping[str, Any] | None = 
         hosts = [parse_url(one) for one in split_urls(url)]
         sentinel = redis.sentinel.Sentinel(
             [(h.hostname or "localhost", h.port or 26379) for h in hosts],
-            sentinel_kwargs=options.get("sentinel_kwargs"),
+            # Without our retry/timeouts redis-py retries each dead sentinel for seconds.
+            sentinel_kwargs={
+                "retry": common["retry"],
+                "socket_connect_timeout": common["socket_connect_timeout"],
+                "socket_timeout": common["socket_timeout"],
+                **(options.get("sentinel_kwargs") or {}),
+            },
             db=db,
             **common,
         )
@@ -268,8 +274,8 @@ def _topic_matches(pattern: str, key: str) -> bool:
     return re.fullmatch(regex, key) is not None
 
 
-def _mark_redelivered(raw: bytes | str) -> str:
-    message = json.loads(raw)
+def _mark_redelivered(raw: bytes | str | dict) -> str:
+    message = raw if isinstance(raw, dict) else json.loads(raw)
     message.setdefault("headers", {})["redelivered"] = True
     message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
     return json.dumps(message)
@@ -320,6 +326,10 @@ class RedisBroker(Broker):
             ``broker_use_ssl``, ``broker_connection_retry``, ``broker_connection_max_retries``.
     """
 
+    # Celery workers sharing the queue could never see a delayed store: ETA messages go to
+    # the normal queue, as Celery sends them, and celeriac workers defer far-off ones.
+    delays_on_publish = False
+
     def __init__(self, url: str, conf: Mapping[str, Any]) -> None:
         self.url = url
         self.masked_url = mask_url(url)
@@ -363,6 +373,20 @@ class RedisBroker(Broker):
                 logger.warning("Redis at %s unreachable (%s); retry %d in %.1fs", self.masked_url, exc, attempt, delay)
                 time.sleep(delay)
 
+    def _pipe(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run (method name, *args) commands in one pipeline, retried as a whole.
+
+        Built afresh on each try: redis-py empties a pipeline whose execute failed.
+        """
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for name, *args in commands:
+                getattr(pipe, name)(*args)
+            return pipe.execute()
+
+        return self._retry(run) if commands else []
+
     def queue_key(self, queue: str, step: int = 0) -> str:
         """The key of a queue's list for a priority step (0, 3, 6, 9)."""
         return f"{self.prefix}{queue}{SEP}{step}" if step else self.prefix + queue
@@ -397,29 +421,30 @@ class RedisBroker(Broker):
                     keys = [f"{self.prefix}_kombu.binding.{name}", f"{self.prefix}_kombu.binding_deadlines"]
                     self._retry(self.bind_expiring_script, keys=keys, args=[member, name, ttl])
                 else:
-                    pipe = self.client.pipeline(transaction=False)
-                    pipe.sadd(f"{self.prefix}_kombu.binding.{name}", member)
-                    pipe.sadd(f"{self.prefix}_kombu.binding_permanent.{name}", member)
-                    self._retry(pipe.execute)
+                    self._pipe([
+                        ("sadd", f"{self.prefix}_kombu.binding.{name}", member),
+                        ("sadd", f"{self.prefix}_kombu.binding_permanent.{name}", member),
+                    ])
 
     def bindings(self, exchange: str) -> list[tuple[str, str]]:
         """(routing key, queue) pairs bound to an exchange."""
         members = self._retry(self.client.smembers, f"{self.prefix}_kombu.binding.{exchange}")
         out = []
         for member in members:
-            routing_key, _pattern, queue = member.decode().split(SEP, 2)
-            out.append((routing_key, queue))
+            parts = member.decode().split(SEP, 2)
+            if len(parts) == 3:
+                out.append((parts[0], parts[2]))
         return out
 
     def delete_queue(self, queue: str, exchange: str = "", routing_key: str = "") -> None:
         """Drop a queue's lists, delayed set and binding (e.g. a pidbox reply queue)."""
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         if exchange:
             member = f"{routing_key}{SEP}{SEP}{queue}"
-            pipe.srem(f"{self.prefix}_kombu.binding.{exchange}", member)
-            pipe.srem(f"{self.prefix}_kombu.binding_permanent.{exchange}", member)
-        pipe.delete(*[self.queue_key(queue, s) for s in PRIORITY_STEPS], self.delayed_key(queue))
-        self._retry(pipe.execute)
+            commands.append(("srem", f"{self.prefix}_kombu.binding.{exchange}", member))
+            commands.append(("srem", f"{self.prefix}_kombu.binding_permanent.{exchange}", member))
+        keys = [self.queue_key(queue, s) for s in PRIORITY_STEPS]
+        self._pipe([*commands, ("delete", *keys, self.delayed_key(queue))])
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -443,6 +468,12 @@ class RedisBroker(Broker):
 
     def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
         """Send one message (LPUSH, ZADD for `not_before` in the future, PUBLISH for fanout)."""
+        if not route.exchange and not_before is None and (route.routing_key or route.queue) not in self.expires:
+            # The common case, one round trip without a pipeline (bench: enqueue, single delay()).
+            queue = route.routing_key or route.queue
+            key = self.queue_key(queue, _step(envelope.properties.get("priority")))
+            self._retry(self.client.lpush, key, encode_envelope(envelope, "", queue))
+            return
         self.publish_many([(envelope, route, not_before)])
 
     def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]]) -> None:
@@ -450,23 +481,25 @@ class RedisBroker(Broker):
         named = {r.exchange for _, r, _ in items if r.exchange and self._exchange_type(r) != "fanout"}
         tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name) for name in named}
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for envelope, route, not_before in items:
             routing_key = route.routing_key or (route.queue if not route.exchange else "")
             raw = encode_envelope(envelope, route.exchange, routing_key)
             if route.exchange and self._exchange_type(route) == "fanout":
-                pipe.publish(self.fanout_channel(route.exchange, routing_key), raw)
+                commands.append(("publish", self.fanout_channel(route.exchange, routing_key), raw))
                 continue
             step = _step(envelope.properties.get("priority"))
             for queue in self._targets(route, tables):
                 if not_before is not None and not_before > now:
-                    pipe.zadd(self.delayed_key(queue), {raw: not_before})
+                    commands.append(("zadd", self.delayed_key(queue), {raw: not_before}))
+                elif commands and commands[-1][0] == "lpush" and commands[-1][1] == self.queue_key(queue, step):
+                    commands[-1] += (raw,)  # one LPUSH of many values keeps their order
                 else:
-                    pipe.lpush(self.queue_key(queue, step), raw)
+                    commands.append(("lpush", self.queue_key(queue, step), raw))
                 if queue in self.expires:
                     for s in PRIORITY_STEPS:
-                        pipe.pexpire(self.queue_key(queue, s), self.expires[queue])
-        self._retry(pipe.execute)
+                        commands.append(("pexpire", self.queue_key(queue, s), self.expires[queue]))
+        self._pipe(commands)
 
     def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
         """PUBLISH to a fanout exchange's channel (broadcast, remote control, events)."""
@@ -485,11 +518,10 @@ class RedisBroker(Broker):
 
     def purge(self, queue: str) -> int:
         """Delete a queue's ready messages (every priority list); delayed ones stay."""
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for step in PRIORITY_STEPS:
-            pipe.llen(self.queue_key(queue, step))
-            pipe.delete(self.queue_key(queue, step))
-        return sum(self._retry(pipe.execute)[::2])
+            commands += [("llen", self.queue_key(queue, step)), ("delete", self.queue_key(queue, step))]
+        return sum(self._pipe(commands)[::2])
 
     def close(self) -> None:
         """Release connections."""
@@ -497,7 +529,7 @@ class RedisBroker(Broker):
 
     # -- restoring (used by subscriptions) --------------------------------------------------
 
-    def restore(self, moves: list[tuple[str, str, str, str | bytes, float]], held_key: str = "") -> int:
+    def restore(self, moves: Sequence[tuple[str, str, str, str | bytes, float]], held_key: str = "") -> int:
         """Move messages out of `unacked` (see `_RESTORE`); return how many this call moved."""
         total = 0
         for start in range(0, len(moves), 500):
@@ -514,7 +546,6 @@ class RedisBroker(Broker):
                 moves.append((tag, "r", "", "", 0))
                 continue
             message, exchange, routing_key = json.loads(value)
-            payload = _mark_redelivered(json.dumps(message))
             step = _step((message.get("properties") or {}).get("priority"))
             if dest:
                 targets = [dest]
@@ -522,7 +553,9 @@ class RedisBroker(Broker):
                 route = Route(queue="", exchange=exchange, routing_key=routing_key)
                 tables = {exchange: self.bindings(exchange)} if exchange else {}
                 targets = [self.queue_key(q, step) for q in self._targets(route, tables)]
-            moves += [(tag, "r", target, payload, 0) for target in targets] or [(tag, "r", "", "", 0)]
+            # No queue found: leave it in `unacked` rather than lose it (kombu drops it).
+            payload = _mark_redelivered(message)
+            moves += [(tag, "r", target, payload, 0) for target in targets]
         return moves
 
     def restore_visible(self, limit: int = 100) -> int:
@@ -545,7 +578,9 @@ class RedisBroker(Broker):
         """Give back every message an expired consumer held; forget the consumer."""
         held_key = f"{self.prefix}_celeriac.held.{consumer_id}"
         held = self._retry(self.client.hgetall, held_key)
-        tags = [t.decode() for t in held]
+        # Newest first to the head, so the oldest is served first again (a small hash keeps
+        # insertion order).
+        tags = [t.decode() for t in reversed(held)]
         values = self._retry(self.client.hmget, self.unacked_key, tags) if tags else []
         moved = self.restore(self._requeue_moves(tags, values, [held[t.encode()].decode() for t in tags]), held_key)
         self._retry(self.forget_script, keys=[self.consumers_key, held_key], args=[consumer_id])
@@ -572,17 +607,20 @@ class RedisSubscription(Subscription):
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         if broker.heartbeat_ttl > 0:
-            self.heartbeat()
+            broker._retry(self.heartbeat)
             self._heartbeat = threading.Thread(target=self._beat, name=f"celeriac-redis-heartbeat-{self.id[:8]}", daemon=True)
             self._heartbeat.start()
 
     # -- heartbeat --------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Renew this consumer's deadline and the delivery time of the messages it holds."""
+        """Renew this consumer's deadline and the delivery time of the messages it holds.
+
+        One try: the heartbeat thread simply tries again at its next beat.
+        """
         b = self.broker
-        args = [self.id, b.heartbeat_ttl, time.time(), *list(self.held)]
-        b._retry(b.heartbeat_script, keys=[b.consumers_key, b.index_key], args=args)
+        args: list[Any] = [self.id, b.heartbeat_ttl, time.time(), *list(self.held)]
+        b.heartbeat_script(keys=[b.consumers_key, b.index_key], args=args)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.broker.heartbeat_ttl / 3):
@@ -622,7 +660,10 @@ class RedisSubscription(Subscription):
         return deliveries
 
     def get_many(self, limit: int, timeout: float) -> list[Delivery]:
-        """Return up to `limit` deliveries (one script call), blocking up to `timeout` for one."""
+        """Return up to `limit` deliveries (one script call), blocking up to `timeout` for one.
+
+        Returns [] at once when `prefetch` deliveries are already held and not yet settled.
+        """
         if self.prefetch:
             limit = min(limit, self.prefetch - len(self.held))
         if limit <= 0:
@@ -651,11 +692,12 @@ class RedisSubscription(Subscription):
     def _recover(self) -> None:
         """After a lost connection: give back what a lost reply popped for us."""
         b = self.broker
-        b.client.ping()
-        stray = [t.decode() for t in b.client.hkeys(self.held_key) if t.decode() not in self.held]
+        client: Any = b.client  # replies are bytes (no decode_responses)
+        client.ping()
+        stray = [t.decode() for t in reversed(client.hkeys(self.held_key)) if t.decode() not in self.held]
         if stray:
-            values = b.client.hmget(b.unacked_key, stray)
-            dests = [d.decode() if d else None for d in b.client.hmget(self.held_key, stray)]
+            values = client.hmget(b.unacked_key, stray)
+            dests = [d.decode() if d else None for d in client.hmget(self.held_key, stray)]
             moved = b.restore(b._requeue_moves(stray, values, dests), self.held_key)
             logger.warning("Gave back %d message(s) whose delivery was cut off", moved)
 
@@ -667,7 +709,7 @@ class RedisSubscription(Subscription):
         b = self.broker
         self._next_tick = now + 1.0
         keys = [b.consumers_key, *[b.delayed_key(q) for q in self.queues]]
-        args = [now, 1000, SEP, *[b.queue_key(q) for q in self.queues]]
+        args: list[Any] = [now, 1000, SEP, *[b.queue_key(q) for q in self.queues]]
         _promoted, next_due, dead = b.tick_script(keys=keys, args=args)
         self._next_due = float(next_due) if next_due else None
         for consumer in dead:
@@ -685,11 +727,7 @@ class RedisSubscription(Subscription):
             return
         tags = [d.tag for d in deliveries]
         b = self.broker
-        pipe = b.client.pipeline(transaction=False)
-        pipe.zrem(b.index_key, *tags)
-        pipe.hdel(b.unacked_key, *tags)
-        pipe.hdel(self.held_key, *tags)
-        b._retry(pipe.execute)
+        b._pipe([("zrem", b.index_key, *tags), ("hdel", b.unacked_key, *tags), ("hdel", self.held_key, *tags)])
         for tag in tags:
             self.held.pop(tag, None)
 
@@ -722,10 +760,7 @@ class RedisSubscription(Subscription):
             if moves:
                 b.restore(moves, self.held_key)
                 logger.info("Restoring %d unacknowledged message(s)", len(moves))
-            pipe = b.client.pipeline(transaction=False)
-            pipe.delete(self.held_key)
-            pipe.zrem(b.consumers_key, self.id)
-            b._retry(pipe.execute)
+            b._pipe([("delete", self.held_key), ("zrem", b.consumers_key, self.id)])
         finally:
             self.held.clear()
 

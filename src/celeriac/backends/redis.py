@@ -1,0 +1,274 @@
+"""The Redis result backend, in Celery's key layout (celery-wire.md section 3).
+
+- ``celery-task-meta-<id>``: the task's meta as JSON, written with SETEX (`result_expires`,
+  default one day; plain SET when results never expire) and PUBLISHed on a channel of the
+  same name in the same pipeline, so a waiting `get()` wakes at once.
+- ``celery-taskset-meta-<gid>``: a saved GroupResult; ``.s .j .t .d .c`` beside it are the
+  chord counters Celery 5.7 uses (see `RedisBackend.chord_part_done`).
+- ``result_backend_transport_options['global_keyprefix']`` prefixes every key and channel
+  (with an ``_`` added unless it ends in one of ``:_-.``, as Celery does).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from .. import states
+from ..exceptions import OperationalError, TimeoutError
+from ..serialization import dumps
+from ..urls import mask_url
+from .base import GROUP_KEYPREFIX, TASK_KEYPREFIX, Backend, exception_to_dict
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+__all__ = ["RedisBackend"]
+
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+# Records one chord header result and, when all are in, claims the body for one caller and
+# returns the results in order. KEYS: .j .t .s .d <group> .c; ARGV: task id, entry, ordered,
+# group index, expires, claim seconds, token. Returns -1 (chord already done), 0 (not yet, or
+# someone else claimed it) or the list of entries.
+_CHORD_PART = """
+local jkey, tkey, skey, dkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+if redis.call('GET', ckey) == 'done' then return -1 end
+local ordered, member = ARGV[3] == '1', ARGV[1] .. ':' .. ARGV[4]
+if redis.call('SISMEMBER', dkey, member) == 0 then
+  if ordered then redis.call('ZADD', jkey, ARGV[4], ARGV[2]) else redis.call('RPUSH', jkey, ARGV[2]) end
+  redis.call('SADD', dkey, member)
+end
+local count
+if ordered then count = redis.call('ZCARD', jkey) else count = redis.call('LLEN', jkey) end
+local expires = tonumber(ARGV[5])
+if expires > 0 then
+  for _, key in ipairs({jkey, tkey, skey, dkey, gkey}) do redis.call('EXPIRE', key, expires) end
+end
+local size = redis.call('GET', skey)
+if not size or count ~= tonumber(size) + tonumber(redis.call('GET', tkey) or 0) then return 0 end
+if not redis.call('SET', ckey, ARGV[7], 'NX', 'EX', ARGV[6]) then return 0 end
+if ordered then return redis.call('ZRANGE', jkey, 0, -1) end
+return redis.call('LRANGE', jkey, 0, -1)
+"""
+
+# Ends a claimed chord: drop its data and mark it done, if the claim is still ours.
+# KEYS: .c .j .t .s .d; ARGV: token.
+_CHORD_DONE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SET', KEYS[1], 'done', 'EX', 300)
+return 1
+"""
+
+
+class RedisBackend(Backend):
+    """Results in Redis, readable by Celery clients and written like Celery workers write them.
+
+    Args:
+        app: The app; its settings `result_expires`, `result_serializer`,
+            `result_backend_transport_options` (``global_keyprefix``,
+            ``result_chord_ordered``, socket options), `redis_backend_use_ssl`,
+            `result_chord_join_timeout` are used.
+        url: A Redis URL (see `celeriac.brokers.redis.redis_client`).
+    """
+
+    supports_native_join = True
+
+    def __init__(self, app: Celery, url: str | None = None) -> None:
+        from ..brokers.redis import redis_client
+
+        super().__init__(app, url or "redis://")
+        conf = app.conf
+        options = conf.get("result_backend_transport_options") or {}
+        self.client, self.db = redis_client(self.url, conf.get("redis_backend_use_ssl"), options)
+        prefix = options.get("global_keyprefix") or ""
+        if prefix and prefix[-1] not in ":_-.":
+            prefix += "_"
+        self.prefix: str = prefix
+        self.chord_ordered = options.get("result_chord_ordered", True)
+        self.claim_seconds = max(5, int((conf.get("result_chord_join_timeout") or 3.0) * 2))
+        self._claims: dict[str, str] = {}
+        self._local = threading.local()
+        self._chord_part = self.client.register_script(_CHORD_PART)
+        self._chord_done = self.client.register_script(_CHORD_DONE)
+
+    def _retry(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run `fn` once more after a connection error (a Redis restart), else raise."""
+        for attempt in range(20):
+            try:
+                return fn(*args, **kwargs)
+            except _CONNECTION_ERRORS as exc:
+                if attempt == 19:
+                    raise OperationalError(f"Cannot reach Redis at {mask_url(self.url)}: {exc}") from exc
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+
+    # -- primitives ------------------------------------------------------------------------
+
+    def _get(self, key: str) -> bytes | None:
+        return self._retry(self.client.get, self.prefix + key)
+
+    def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self._retry(self.client.mget, [self.prefix + key for key in keys]) if keys else []
+
+    def _write(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value in items:
+                full = self.prefix + key
+                if ttl:
+                    pipe.execute_command("SETEX", full, ttl, value)  # Celery's command
+                else:
+                    pipe.set(full, value)
+                pipe.publish(full, value)
+            pipe.execute()
+
+        self._retry(run)
+
+    def _set(self, key: str, value: bytes, ttl: int | None) -> None:
+        self._write([(key, value)], ttl)
+
+    def _set_many(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
+        if items:
+            self._write(items, ttl)
+
+    def _delete(self, key: str) -> None:
+        self._retry(self.client.delete, self.prefix + key)
+
+    def close(self) -> None:
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is not None:
+            pubsub.close()
+            self._local.pubsub = None
+        self.client.close()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _pubsub(self) -> redis.client.PubSub:
+        # One PUB/SUB connection per thread, kept: a new one per get() costs a TCP connect.
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is None:
+            pubsub = self._local.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        return pubsub
+
+    def _drop_pubsub(self) -> None:
+        pubsub = getattr(self._local, "pubsub", None)
+        self._local.pubsub = None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # already broken: nothing to release
+                pass
+
+    def wait_for(
+        self, task_id: str, timeout: float | None = None, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Wait until the task is ready and return its meta; woken by the result's PUBLISH.
+
+        Subscribes first, then reads the key, so a result written in between is not missed.
+        """
+        key = self.prefix + TASK_KEYPREFIX + task_id
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            pubsub = self._pubsub()
+            try:
+                pubsub.subscribe(key)
+                try:
+                    meta = self._wait_subscribed(pubsub, key, task_id, deadline)
+                finally:
+                    pubsub.unsubscribe(key)
+                return meta
+            except _CONNECTION_ERRORS:
+                self._drop_pubsub()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"The operation timed out waiting for task {task_id}.") from None
+                time.sleep(0.1)
+
+    def _wait_subscribed(self, pubsub: Any, key: str, task_id: str, deadline: float | None) -> dict[str, Any]:
+        channel = key.encode()
+        while True:
+            meta = self.get_task_meta(task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
+            # Re-read the key at least every second: a PUBLISH lost to a reconnect is found.
+            next_read = time.monotonic() + 1.0
+            while time.monotonic() < next_read:
+                wait = next_read - time.monotonic()
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+                message = pubsub.get_message(timeout=wait)
+                if message is None or message["type"] != "message" or message["channel"] != channel:
+                    continue  # a stale message from an earlier wait on this connection
+                meta = self.decode(message["data"])
+                if meta["status"] in states.READY_STATES:
+                    return meta
+
+    # -- chords ----------------------------------------------------------------------------
+
+    def _group_key(self, group_id: str, suffix: str = "") -> str:
+        return f"{self.prefix}{GROUP_KEYPREFIX}{group_id}{suffix}"
+
+    def chord_init(self, group_id: str, size: int) -> None:
+        """Start counting a chord's header: as Celery 5.7's client, DEL .c and SET .s."""
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(self._group_key(group_id, ".c"))
+            pipe.set(self._group_key(group_id, ".s"), size, ex=self.expires)
+            pipe.execute()
+
+        self._retry(run)
+
+    def chord_add(self, group_id: str, count: int = 1) -> None:
+        """Tell a running chord that `count` more header tasks were added (INCR .t)."""
+        self._retry(self.client.incr, self._group_key(group_id, ".t"), count)
+
+    def chord_part_done(
+        self, group_id: str, task_id: str, group_index: int | None, state: str, result: Any
+    ) -> list[tuple[str, str, Any]] | None:
+        """Record one header task's outcome; the caller that completes the chord gets all.
+
+        Works with Celery 5.7 workers on the same chord: same keys, a result counted once per
+        (task id, group index), and a dispatch claim (``.c``) so one party runs the body.
+
+        Returns:
+            None, except for exactly one caller: the header results as ``(task_id, state,
+            result)`` in group-index order (exceptions as Celery's dicts). That caller
+            publishes the body, then calls `chord_complete` (if it dies first, the claim runs
+            out after a few seconds and a redelivered header task can claim it again).
+        """
+        if isinstance(result, BaseException):
+            result = exception_to_dict(result)
+        entry = dumps([1, task_id, state, result], self.serializer)[0]
+        token = uuid.uuid4().hex
+        keys = [self._group_key(group_id, s) for s in (".j", ".t", ".s", ".d", "", ".c")]
+        index = "+inf" if group_index is None else group_index
+        args = [task_id, entry, "1" if self.chord_ordered else "0", index, self.expires or 0, self.claim_seconds, token]
+        out = self._retry(self._chord_part, keys=keys, args=args)
+        if not isinstance(out, list):
+            return None
+        self._claims[group_id] = token
+        results = []
+        for raw in out:
+            _, tid, tstate, value = self.decode(raw)
+            results.append((tid, tstate, value))
+        return results
+
+    def chord_complete(self, group_id: str) -> bool:
+        """After publishing the body: drop the chord's data and mark it done (Celery 5.7's way)."""
+        token = self._claims.pop(group_id, None)
+        if token is None:
+            return False
+        keys = [self._group_key(group_id, s) for s in (".c", ".j", ".t", ".s", ".d")]
+        return bool(self._retry(self._chord_done, keys=keys, args=[token]))
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {mask_url(self.url)}>"
+

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from types import ModuleType
 from typing import Any
 
+from .defaults import DEFAULTS, OLD_NAMES
 from .exceptions import ImproperlyConfigured
 from .urls import mask_url
 
@@ -35,8 +36,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("celeriac.config")
-
-from .defaults import DEFAULTS, OLD_NAMES  # noqa: E402  (re-exported)
 
 _NEW_TO_OLD = {new: old for old, new in OLD_NAMES.items()}
 

@@ -274,3 +274,29 @@ class Backend(abc.ABC):
 
     def delete_group(self, group_id: str) -> None:
         self._delete(GROUP_KEYPREFIX + group_id)
+
+    # -- chords ------------------------------------------------------------------------
+
+    def chord_init(self, group_id: str, size: int) -> None:
+        """Start counting a chord: `size` header parts will report to `group_id`.
+
+        Called by the client before any header task is published (a new run of a chord
+        with the same group id starts from zero).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot count chord parts: chords need a result backend "
+            "such as sqlite://, redis:// or memory://"
+        )
+
+    def chord_part_done(
+        self, group_id: str, task_id: str, group_index: int | None, state: str, result: Any
+    ) -> list[tuple[str, str, Any]] | None:
+        """Record one header part's outcome, atomically; a part delivered twice counts once.
+
+        Returns:
+            None, except for exactly one caller, the one whose part completes the chord: the
+            parts as ``(task_id, state, result)`` in group-index order (exceptions as
+            Celery's ``{exc_type, exc_message, exc_module}`` dicts). That caller sends the
+            body (or fails it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot count chord parts")

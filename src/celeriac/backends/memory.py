@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import states
 from ..exceptions import TimeoutError
-from .base import TASK_KEYPREFIX, Backend
+from .base import GROUP_KEYPREFIX, TASK_KEYPREFIX, Backend, exception_to_dict
 
 _stores: dict[str, tuple[threading.Condition, dict[str, tuple[bytes, float | None]]]] = {}
 _lock = threading.Lock()
@@ -60,3 +60,27 @@ class MemoryBackend(Backend):
 
     def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
         return [self._get(key) for key in keys]
+
+    def chord_init(self, group_id: str, size: int) -> None:
+        with self._cond:
+            chord = {"size": size, "parts": {}, "done": False}
+            self._data[GROUP_KEYPREFIX + group_id + ".chord"] = (chord, None)  # type: ignore[assignment]
+
+    def chord_part_done(self, group_id: str, task_id: str, group_index: int | None, state: str,
+                        result: Any) -> list[tuple[str, str, Any]] | None:
+        if isinstance(result, BaseException):
+            result = exception_to_dict(result)
+        entry = self.encode([task_id, state, result])  # stored as a store would: JSON round trip
+        with self._cond:
+            item = self._data.get(GROUP_KEYPREFIX + group_id + ".chord")
+            if item is None or item[0]["done"]:  # type: ignore[index]
+                return None
+            chord: Any = item[0]
+            chord["parts"].setdefault(f"{task_id}:{group_index}", (group_index, entry))
+            if len(chord["parts"]) < chord["size"]:
+                return None
+            chord["done"] = True
+            parts = sorted(chord["parts"].values(),
+                           key=lambda part: (part[0] is None, part[0] or 0))
+            chord["parts"] = {}
+        return [tuple(self.decode(data)) for _, data in parts]  # type: ignore[misc]

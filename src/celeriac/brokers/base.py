@@ -9,7 +9,9 @@ be delivered (`not_before`, the durable ETA).
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import inspect
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +80,28 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Stop consuming; deliveries not acked are given back to their queues."""
 
+    def set_queues(self, queues: Sequence[str]) -> None:
+        """Consume from these queues from now on (`add_consumer`/`cancel_consumer`).
+
+        Deliveries already handed out stay valid and are settled as usual.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot change its queues while consuming")
+
+
+class FanoutSubscription(abc.ABC):
+    """Messages broadcast on an exchange (remote control, `Broadcast` queues), no acks.
+
+    Like PUB/SUB: a subscriber gets what is published while it is subscribed, nothing older.
+    """
+
+    @abc.abstractmethod
+    def get(self, timeout: float) -> Envelope | None:
+        """The next message, or None after `timeout` seconds."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop listening."""
+
 
 class Broker(abc.ABC):
     """A message transport. Thread-safe for publishing; one Subscription per consumer."""
@@ -111,5 +135,105 @@ class Broker(abc.ABC):
     def purge(self, queue: str) -> int:
         """Delete every ready message of a queue; return how many."""
 
+    # -- broadcast and remote control (Celery's pidbox layout, celery-wire.md 2.6, 2.7, 4.6) --
+
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+        """Send a message to every current subscriber of a fanout exchange; none is stored."""
+        raise NotImplementedError(f"{type(self).__name__} has no broadcast")
+
+    def subscribe_fanout(self, exchange: str, queue: str | None = None,
+                         queue_arguments: Mapping[str, Any] | None = None, *,
+                         routing_key: str = "") -> FanoutSubscription:
+        """Listen to a fanout exchange.
+
+        Args:
+            exchange: The exchange, e.g. ``celery.pidbox``.
+            queue: The listener's own queue where the broker needs one (AMQP:
+                ``<node>.celery.pidbox``, exclusive, auto-delete); others ignore it.
+            queue_arguments: Its declaration arguments (``x-expires``, ``x-message-ttl``).
+            routing_key: Binding key; ``""`` gets what is published with an empty routing
+                key (Redis appends a non-empty key to the PUB/SUB channel name).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no broadcast")
+
+    def subscribe_queue(self, queue: Any, *, prefetch: int = 0, no_ack: bool = False) -> Subscription:
+        """Declare `queue` (a celeriac.entities.Queue, bindings and arguments) and consume it.
+
+        Used for the reply queue of remote control (``<oid>.reply.celery.pidbox``).
+        """
+        self.declare([queue])
+        return self.subscribe([queue.name], prefetch=prefetch)
+
+    def delete_queue(self, queue: str, exchange: str = "", routing_key: str = "") -> None:
+        """Drop a queue, its messages, and its binding to `exchange` with `routing_key`."""
+        self.purge(queue)
+
+    # -- revoked task ids, kept with a time to live (beyond Celery: celery#4886) ------------
+
+    def store_revoked(self, task_ids: Sequence[str], expires: float) -> None:  # noqa: B027 - optional
+        """Remember revoked task ids until `expires` (epoch seconds), for every worker."""
+
+    def load_revoked(self) -> list[str]:
+        """The revoked task ids not yet expired."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+# -- adapters for brokers whose methods predate the interface above -----------------------
+# Callers go through these until every broker implements the interface; then each becomes
+# a plain method call and can go.
+
+
+def open_fanout(broker: Broker, exchange: str, queue: str | None = None,
+                queue_arguments: Mapping[str, Any] | None = None, *,
+                routing_key: str = "") -> FanoutSubscription:
+    """`broker.subscribe_fanout(...)` with the interface's signature."""
+    method: Any = broker.subscribe_fanout
+    if "binding_key" in inspect.signature(method).parameters:  # older (exchange, binding_key)
+        return method(exchange, routing_key)  # type: ignore[no-any-return]
+    return method(exchange, queue, queue_arguments, routing_key=routing_key)  # type: ignore[no-any-return]
+
+
+def drop_queue(broker: Broker, queue: str, exchange: str = "", routing_key: str = "") -> None:
+    """`broker.delete_queue(...)` with the interface's signature."""
+    method: Any = broker.delete_queue
+    if "exchange" in inspect.signature(method).parameters:
+        method(queue, exchange, routing_key)
+    else:  # older (queue): a broker that drops bindings with the queue (AMQP)
+        method(queue)
+
+
+def change_queues(subscription: Subscription, queues: Sequence[str]) -> None:
+    """`subscription.set_queues(queues)`; a subscription that reads its `queues` list on
+    every fetch (Redis) gets the new list directly."""
+    try:
+        subscription.set_queues(queues)
+    except NotImplementedError:
+        if not isinstance(getattr(subscription, "queues", None), list):
+            raise
+        subscription.queues = list(queues)  # type: ignore[attr-defined]
+
+
+#: The Redis key of persisted revokes: a sorted set of task ids scored by their expiry.
+REDIS_REVOKED_KEY = "celeriac.revoked"
+
+
+def persist_revoked(broker: Broker, task_ids: Sequence[str], expires: float) -> None:
+    """`broker.store_revoked(...)`; for Redis, a sorted set scored by expiry."""
+    if type(broker).store_revoked is Broker.store_revoked and type(broker).__name__ == "RedisBroker":
+        key = broker.prefix + REDIS_REVOKED_KEY  # type: ignore[attr-defined]
+        broker._pipe([("zadd", key, dict.fromkeys(task_ids, expires)),  # type: ignore[attr-defined]
+                      ("zremrangebyscore", key, "-inf", time.time())])
+        return
+    broker.store_revoked(task_ids, expires)
+
+
+def fetch_revoked(broker: Broker) -> list[str]:
+    """`broker.load_revoked()`; for Redis, the members of the sorted set not yet expired."""
+    if type(broker).load_revoked is Broker.load_revoked and type(broker).__name__ == "RedisBroker":
+        key = broker.prefix + REDIS_REVOKED_KEY  # type: ignore[attr-defined]
+        members = broker._retry(broker.client.zrangebyscore, key, time.time(), "+inf")  # type: ignore[attr-defined]
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    return broker.load_revoked()

@@ -10,11 +10,12 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Broker, Delivery, Envelope, Route, Subscription
+from .base import Broker, Delivery, Envelope, FanoutSubscription, Route, Subscription
 from .bindings import matches
 
 
@@ -32,6 +33,8 @@ class _Store:
         self.delayed: list[tuple[float, int, str, _Item]] = []
         self.bindings: dict[str, set[tuple[str, str, str]]] = {}
         self.counter = itertools.count()
+        self.listeners: dict[str, list[MemoryFanoutSubscription]] = {}
+        self.revoked: dict[str, float] = {}
 
     def push(self, queue: str, item: _Item) -> None:
         heapq.heappush(self.ready.setdefault(queue, []), item)
@@ -84,6 +87,39 @@ class MemoryBroker(Broker):
         with self._store.cond:
             items = self._store.ready.pop(queue, [])
             return len(items)
+
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+        with self._store.cond:
+            for listener in self._store.listeners.get(exchange, ()):
+                if listener.routing_key in ("", "#") or matches("topic", listener.routing_key, routing_key):
+                    listener.inbox.append(envelope)
+            self._store.cond.notify_all()
+
+    def subscribe_fanout(self, exchange: str, queue: str | None = None,
+                         queue_arguments: Mapping[str, Any] | None = None, *,
+                         routing_key: str = "") -> FanoutSubscription:
+        listener = MemoryFanoutSubscription(self._store, exchange, routing_key)
+        with self._store.cond:
+            self._store.listeners.setdefault(exchange, []).append(listener)
+        return listener
+
+    def delete_queue(self, queue: str, exchange: str = "", routing_key: str = "") -> None:
+        with self._store.cond:
+            self._store.ready.pop(queue, None)
+            for bound in self._store.bindings.values():
+                bound.difference_update({entry for entry in bound if entry[2] == queue})
+
+    def store_revoked(self, task_ids: Sequence[str], expires: float) -> None:
+        with self._store.cond:
+            now = time.time()
+            kept = {tid: until for tid, until in self._store.revoked.items() if until > now}
+            kept.update(dict.fromkeys(task_ids, expires))
+            self._store.revoked = kept
+
+    def load_revoked(self) -> list[str]:
+        now = time.time()
+        with self._store.cond:
+            return [tid for tid, until in self._store.revoked.items() if until > now]
 
 
 class MemorySubscription(Subscription):
@@ -158,3 +194,33 @@ class MemorySubscription(Subscription):
                 self._store.push(queue, item)
             self._held.clear()
             self._store.cond.notify_all()
+
+    def set_queues(self, queues: Sequence[str]) -> None:
+        with self._store.cond:
+            self._queues = list(queues)
+
+
+class MemoryFanoutSubscription(FanoutSubscription):
+    """A listener's inbox of broadcast envelopes."""
+
+    def __init__(self, store: _Store, exchange: str, routing_key: str) -> None:
+        self._store = store
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.inbox: deque[Envelope] = deque()
+
+    def get(self, timeout: float) -> Envelope | None:
+        deadline = time.monotonic() + timeout
+        with self._store.cond:
+            while not self.inbox:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._store.cond.wait(remaining)
+            return self.inbox.popleft()
+
+    def close(self) -> None:
+        with self._store.cond:
+            listeners = self._store.listeners.get(self.exchange, [])
+            if self in listeners:
+                listeners.remove(self)

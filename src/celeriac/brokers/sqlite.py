@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..sqlite_util import connect, fork_lock, sqlite_path
-from .base import Broker, Delivery, Envelope, Route, Subscription
+from .base import Broker, Delivery, Envelope, FanoutSubscription, Route, Subscription
 from .bindings import matches
 
 SCHEMA = """
@@ -43,7 +43,24 @@ CREATE TABLE IF NOT EXISTS celeriac_bindings (
     queue TEXT NOT NULL,
     PRIMARY KEY (exchange, binding_key, queue)
 );
+CREATE TABLE IF NOT EXISTS celeriac_broadcast (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    meta TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS celeriac_broadcast_exchange
+    ON celeriac_broadcast (exchange, id);
+CREATE TABLE IF NOT EXISTS celeriac_revoked (
+    task_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
 """
+
+#: Broadcast rows are kept this long (seconds) for listeners that poll slowly, then pruned.
+BROADCAST_KEEP = 60.0
 
 DEFAULT_LEASE = 30.0
 
@@ -135,6 +152,54 @@ class SQLiteBroker(Broker):
         )
         return cur.rowcount
 
+    # -- broadcast and revokes ----------------------------------------------------------
+
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+        """Append a row that every listener of `exchange` reads once; prune old rows."""
+        now = time.time()
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO celeriac_broadcast (exchange, routing_key, created_at, meta, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (exchange, routing_key, now, _encode_meta(envelope), envelope.body),
+            )
+            conn.execute("DELETE FROM celeriac_broadcast WHERE created_at < ?", (now - BROADCAST_KEEP,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def subscribe_fanout(self, exchange: str, queue: str | None = None,
+                         queue_arguments: Mapping[str, Any] | None = None, *,
+                         routing_key: str = "") -> FanoutSubscription:
+        return SQLiteFanoutSubscription(self, exchange, routing_key)
+
+    def delete_queue(self, queue: str, exchange: str = "", routing_key: str = "") -> None:
+        conn = self.conn
+        conn.execute("DELETE FROM celeriac_messages WHERE queue = ?", (queue,))
+        conn.execute("DELETE FROM celeriac_bindings WHERE queue = ?", (queue,))
+
+    def store_revoked(self, task_ids: Sequence[str], expires: float) -> None:
+        with fork_lock:  # also called from the worker's control thread
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO celeriac_revoked VALUES (?, ?)",
+                                 [(task_id, expires) for task_id in task_ids])
+                conn.execute("DELETE FROM celeriac_revoked WHERE expires_at <= ?", (time.time(),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def load_revoked(self) -> list[str]:
+        with fork_lock:
+            rows = self.conn.execute("SELECT task_id FROM celeriac_revoked WHERE expires_at > ?",
+                                     (time.time(),)).fetchall()
+        return [row[0] for row in rows]
+
     def close(self) -> None:
         with self._lock:
             conns, self._all = self._all, []
@@ -158,14 +223,19 @@ class SQLiteSubscription(Subscription):
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_leases, name="celeriac-lease", daemon=True)
         self._renewer.start()
+        self.set_queues(queues)
+
+    def set_queues(self, queues: Sequence[str]) -> None:
         marks = ",".join("?" * len(queues))
-        self._claim_sql = (
-            "UPDATE celeriac_messages SET visible_at = ?, leased_by = ?, deliveries = deliveries + 1"
-            " WHERE id IN (SELECT id FROM celeriac_messages"
-            f" WHERE queue IN ({marks}) AND visible_at <= ?"
-            " ORDER BY priority DESC, id LIMIT ?)"
-            " RETURNING id, queue, priority, deliveries, meta, body"
-        )
+        with self._lock:
+            self.queues = list(queues)
+            self._claim_sql = (
+                "UPDATE celeriac_messages SET visible_at = ?, leased_by = ?, deliveries = deliveries + 1"
+                " WHERE id IN (SELECT id FROM celeriac_messages"
+                f" WHERE queue IN ({marks}) AND visible_at <= ?"
+                " ORDER BY priority DESC, id LIMIT ?)"
+                " RETURNING id, queue, priority, deliveries, meta, body"
+            )
 
     def _renew_leases(self) -> None:
         with fork_lock:
@@ -252,3 +322,51 @@ class SQLiteSubscription(Subscription):
             )
             self.conn.close()
         self._renewer.join(timeout=5)
+
+
+class SQLiteFanoutSubscription(FanoutSubscription):
+    """Reads the broadcast rows of one exchange newer than the last one it saw.
+
+    Used from the worker's control thread: SQLite calls hold `fork_lock`, as the other
+    background threads do.
+    """
+
+    def __init__(self, broker: SQLiteBroker, exchange: str, routing_key: str) -> None:
+        self.broker = broker
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.conn = connect(broker.path)
+        self._buffer: list[Envelope] = []
+        with fork_lock:
+            row = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM celeriac_broadcast").fetchone()
+        self.last_id = int(row[0])
+
+    def _read(self) -> None:
+        with fork_lock:
+            rows = self.conn.execute(
+                "SELECT id, routing_key, meta, body FROM celeriac_broadcast"
+                " WHERE exchange = ? AND id > ? ORDER BY id LIMIT 100",
+                (self.exchange, self.last_id),
+            ).fetchall()
+        for rowid, routing_key, meta, body in rows:
+            self.last_id = rowid
+            if self.routing_key in ("", "#") or matches("topic", self.routing_key, routing_key):
+                self._buffer.append(_decode_meta(meta, body))
+
+    def get(self, timeout: float) -> Envelope | None:
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            if not self._buffer:
+                self._read()
+            if self._buffer:
+                return self._buffer.pop(0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, self.broker.poll_interval)
+
+    def close(self) -> None:
+        with fork_lock:
+            self.conn.close()

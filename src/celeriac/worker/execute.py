@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import _state, signals, states
-from ..canvas import Signature
 from ..exceptions import (
     ContentDisallowed,
     DecodeError,
@@ -101,48 +100,17 @@ def _call_with_autoretry(task: Any, args: Any, kwargs: Any) -> Any:
 
 
 def _send_links(app: Celery, request: Context, retval: Any) -> None:
-    """After success: callbacks get the result prepended; the next link of a chain is sent."""
-    for callback in request.callbacks or ():
-        Signature(callback, app=app).apply_async(
-            (retval,), parent_id=request.id, root_id=request.root_id)
-    chain = list(request.chain or ())
-    if chain:
-        following = Signature(chain.pop(), app=app)
-        following.apply_async((retval,), chain=chain, parent_id=request.id, root_id=request.root_id)
-    if request.chord:
-        from ..chords import on_chord_part_return
+    """After success: callbacks, the next step of a chain, the chord part (see chords.py)."""
+    from ..chords import send_links
 
-        on_chord_part_return(app, request, states.SUCCESS, retval)
+    send_links(app, request, retval)
 
 
 def _send_errbacks(app: Celery, task: Any, request: Context, exc: BaseException, tb: str | None) -> None:
-    """After failure: old-style errbacks get the task id; new-style (request, exc, tb) run here."""
-    for errback in request.errbacks or ():
-        sig = Signature(errback, app=app)
-        target = app.tasks.get(sig["task"])
-        if target is not None and _takes_request(target):
-            try:
-                target(request, exc, tb)
-            except Exception:
-                logger.exception("Errback %s raised", sig)
-        else:
-            sig.apply_async((request.id,), parent_id=request.id, root_id=request.root_id)
-    if request.chord:
-        from ..chords import on_chord_part_return
+    """After failure: the chord part, the rest of the chain, errbacks (see chords.py)."""
+    from ..chords import send_errbacks
 
-        on_chord_part_return(app, request, states.FAILURE, exc)
-
-
-def _takes_request(task: Any) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(task.run).parameters
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) > 1
+    send_errbacks(app, request, exc, tb)
 
 
 def execute_job(app: Celery, job: Job, hostname: str) -> Outcome:

@@ -82,8 +82,7 @@ class Celery:
         self._autodiscover: list[tuple[Any, str]] = []
         self._finalized = False
         self._pid = os.getpid()
-        #: This client's id: the reply_to of its task messages (rpc:// replies come here).
-        self.oid = str(uuid.uuid4())
+        self._oid = str(uuid.uuid4())
         self._declared: set[str] = set()
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")
@@ -142,12 +141,19 @@ class Celery:
 
     # -- connections -------------------------------------------------------------------
 
+    @property
+    def oid(self) -> str:
+        """This process's client id: the reply_to of its task messages (rpc:// replies there)."""
+        self._check_fork()
+        return self._oid
+
     def _check_fork(self) -> None:
-        # Connections (SQLite handles, sockets) must not cross a fork.
+        # Connections (SQLite handles, sockets) and the reply queue must not cross a fork.
         pid = os.getpid()
         if pid != self._pid:
             self._pid = pid
             self._broker = self._backend = None
+            self._oid = str(uuid.uuid4())
             self._declared = set()
 
     @property

@@ -55,7 +55,7 @@ def prepare_task_message(
                 options[attr] = value
         if task.ignore_result and "ignore_result" not in options:
             options["ignore_result"] = True
-    args = list(args or ())
+    args = args if isinstance(args, tuple | list) else list(args or ())  # a tuple keeps Celery's argsrepr
     kwargs = dict(kwargs or {})
     route, options = app.router.route(name, args, kwargs, options, task)
     now = datetime.now(UTC)
@@ -127,6 +127,8 @@ def send_task_message(
     _declare_once(app, broker, route.queue)
     if not broker.delays_on_publish:
         not_before = None
+    if not envelope.headers.get("ignore_result"):
+        app.backend.on_task_call()
     if signals.before_task_publish.receivers:
         signals.before_task_publish.send(
             sender=name, body=envelope.body, exchange=route.exchange, routing_key=route.routing_key,

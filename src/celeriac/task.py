@@ -301,6 +301,7 @@ class Task(Generic[P, R]):
             "link": request.callbacks,
             "link_error": request.errbacks,
             "origin": request.origin,
+            "reply_to": request.reply_to,
             "queue": delivery_info.get("routing_key") if not delivery_info.get("exchange") else None,
             "exchange": delivery_info.get("exchange") or None,
             "routing_key": delivery_info.get("routing_key"),

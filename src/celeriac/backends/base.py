@@ -130,6 +130,9 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    def on_task_call(self) -> None:  # noqa: B027 - optional hook
+        """Called before a task whose result is wanted is sent (rpc:// declares its reply queue)."""
+
     # -- encoding ----------------------------------------------------------------------
 
     def encode(self, meta: Mapping[str, Any]) -> bytes:

@@ -1,0 +1,864 @@
+"""The RabbitMQ (AMQP 0-9-1) broker, in Celery's layout, on py-amqp (the client kombu uses).
+
+Tasks go to the default exchange ``""`` with the queue name as routing key (or to a named
+exchange with its routing key); queues, exchanges and bindings are declared with exactly the
+flags and arguments Celery declares (celery-wire.md section 4). Properties and AMQP headers
+are the envelope's; bodies travel raw. Beyond Celery (details in docs/notes-amqp.md):
+
+- Publisher confirms are on by default (transport option ``confirm_publish``); `publish_many`
+  publishes everything, then waits once; a nack or timeout raises `OperationalError`.
+- Durable delayed delivery to any queue through Celery 5.5's "native delayed delivery" levels
+  (``celery_delayed_0..27``, queue TTL 2**level s, dead-lettering level to level into
+  ``celery_delayed_delivery``); each destination queue is bound there with
+  ``*.``x28 ``<queue>``, so direct queues (``celery``) get delayed messages too.
+- Reconnection with backoff for publishing and consuming, over a ``;`` failover list; stale
+  delivery tags after a reconnect are ignored (RabbitMQ redelivers those messages).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import amqp
+from amqp.exceptions import AccessRefused, ChannelError, NotAllowed, NotFound, PreconditionFailed
+
+from ..entities import Exchange, Queue
+from ..exceptions import ImproperlyConfigured, OperationalError
+from ..urls import mask_url, parse_url, split_urls
+from .base import Broker, Delivery, Envelope, FanoutSubscription, Route, Subscription
+
+__all__ = ["AMQPBroker", "AMQPSubscription", "connection_params", "delay_binding_key", "delay_routing_key",
+           "envelope_from_message", "message_from_envelope"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DELAY_LEVELS = 28
+#: Revoked task ids, one message per revoke with a TTL until it expires (beyond Celery).
+REVOKED_QUEUE = "celeriac.revoked"
+DELAY_DELIVERY_EXCHANGE = "celery_delayed_delivery"
+MAX_DELAY = 2**DELAY_LEVELS - 1
+
+# The connection is gone: reconnect. TimeoutError (socket.timeout) is an OSError too, so every
+# `drain_events` catches it first.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (amqp.exceptions.ConnectionError, OSError)
+# At connect time, no retry fixes these (bad credentials, unknown vhost).
+FATAL_CONNECT_ERRORS: tuple[type[BaseException], ...] = (AccessRefused, NotAllowed)
+
+_AMQP_PROPERTIES = ("delivery_mode", "priority", "correlation_id", "reply_to", "expiration", "message_id",
+                    "timestamp", "type", "user_id", "app_id", "cluster_id")
+
+
+def delay_level_name(level: int) -> str:
+    """The exchange and queue of one delay level."""
+    return f"celery_delayed_{level}"
+
+
+def delay_routing_key(seconds: int, queue: str) -> str:
+    """Routing key through the delay levels of `seconds` (28 binary digits) to `queue`."""
+    return ".".join(f"{min(max(seconds, 0), MAX_DELAY):0{DELAY_LEVELS}b}") + "." + queue
+
+
+def delay_binding_key(queue: str) -> str:
+    """Binds `queue` to ``celery_delayed_delivery``: exactly 28 words, then the queue name."""
+    return "*." * DELAY_LEVELS + queue
+
+
+def connection_params(url: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for `amqp.Connection` from one URL, following kombu's rules.
+
+    The path without its first '/' is the vhost (``amqp://h//`` and ``amqp://h`` are '/').
+    ``amqps://`` or ``broker_use_ssl`` turn TLS on (port 5671); ``broker_use_ssl`` may be a
+    dict of `ssl` options, where ``server_hostname: None`` means the URL's host. 'localhost'
+    becomes 127.0.0.1, as in kombu.
+    """
+    parts = parse_url(url)
+    if parts.scheme.lower() not in ("amqp", "amqps", "pyamqp"):
+        raise ImproperlyConfigured(f"Not an AMQP URL: {mask_url(url)}")
+    ssl: Any = conf.get("broker_use_ssl") or parts.scheme.lower() == "amqps"
+    host = parts.hostname or conf.get("broker_host") or "localhost"
+    host = "127.0.0.1" if host == "localhost" else host
+    if isinstance(ssl, Mapping):
+        ssl = dict(ssl)
+        if ssl.get("server_hostname", host) is None:
+            ssl["server_hostname"] = host
+    port = parts.port or conf.get("broker_port") or (5671 if ssl else 5672)
+    return {
+        "host": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "userid": parts.username or conf.get("broker_user") or "guest",
+        "password": parts.password or conf.get("broker_password") or "guest",
+        "virtual_host": parts.path or conf.get("broker_vhost") or "/",
+        "ssl": ssl,
+        "connect_timeout": conf.get("broker_connection_timeout") or 4.0,
+        "login_method": conf.get("broker_login_method") or "PLAIN",
+        "client_properties": {"product": "celeriac"},
+    }
+
+
+def message_from_envelope(envelope: Envelope, *, strip_expiration: bool = False) -> amqp.Message:
+    """The AMQP message for an envelope: AMQP properties only, headers, raw body."""
+    props = {k: v for k in _AMQP_PROPERTIES if (v := envelope.properties.get(k)) not in (None, "")}
+    props.setdefault("delivery_mode", 2)
+    if strip_expiration:  # a TTL would cut the first delay level short; `expires` still holds
+        props.pop("expiration", None)
+    body = envelope.body.encode(envelope.content_encoding) if isinstance(envelope.body, str) else envelope.body
+    return amqp.Message(body, content_type=envelope.content_type, content_encoding=envelope.content_encoding,
+                        application_headers=envelope.headers, **props)
+
+
+def envelope_from_message(message: amqp.Message) -> Envelope:
+    """The envelope of a received message; its `delivery_info` goes into the properties."""
+    props = dict(message.properties)
+    headers = props.pop("application_headers", None) or {}
+    content_type = props.pop("content_type", None) or "application/json"
+    content_encoding = props.pop("content_encoding", None) or "utf-8"
+    info = message.delivery_info or {}
+    props["delivery_info"] = {"exchange": info.get("exchange", ""), "routing_key": info.get("routing_key", ""),
+                              "redelivered": bool(info.get("redelivered")), "delivery_tag": info.get("delivery_tag")}
+    body = message.body if isinstance(message.body, bytes) else bytes(message.body, content_encoding)
+    return Envelope(body, headers, props, content_type, content_encoding)
+
+
+def close_connection(connection: Any, polite: bool = True) -> None:
+    """Close a connection: politely within 2 s (close, close-ok), else just its socket."""
+    if polite:
+        try:
+            connection.sock.settimeout(2.0)  # close() waits for close-ok with no timeout
+            connection.close()
+            return
+        except Exception:  # dead or half-open: drop the socket below
+            pass
+    try:
+        connection.collect()
+    except Exception:  # nothing more to release
+        pass
+
+
+class _Link:
+    """One publishing connection and its channel, with publisher-confirm bookkeeping."""
+
+    def __init__(self, connection: amqp.Connection, confirm: bool) -> None:
+        self.connection = connection
+        self.confirm = confirm
+        self.pid = os.getpid()
+        self.channel: Any = None
+        self.open_channel()
+
+    def open_channel(self) -> None:
+        """A fresh channel (after a channel error): confirm mode and counters start over."""
+        if self.channel is not None:
+            try:
+                self.channel.close()
+            except Exception:  # gone with the error that brought us here
+                pass
+        self.channel = self.connection.channel()
+        # Confirms number publishes from 1 per channel and ack "all up to N" (floor) or one.
+        self.seq = self.floor = 0
+        self.singles: set[int] = set()
+        self.nacks: list[int] = []
+        if self.confirm:
+            self.channel.confirm_select()
+            self.channel.events["basic_ack"].add(self._on_ack)
+            self.channel.events["basic_nack"].add(self._on_nack)
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self.floor = max(self.floor, tag)
+        else:
+            self.singles.add(tag)
+        while self.floor + 1 in self.singles:  # fold singles in: unwaited sends pile up nothing
+            self.floor += 1
+            self.singles.discard(self.floor)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._on_ack(tag, multiple)
+        self.nacks.append(tag)
+
+    def drain_pending(self) -> None:
+        """Read what the server sent meanwhile: raises if it closed the channel or connection.
+
+        Without this, a publish after a broker restart could vanish into a dead socket.
+        """
+        while True:
+            try:
+                self.connection.drain_events(timeout=0)
+            except TimeoutError:
+                return
+
+    def publish(self, message: amqp.Message, exchange: str, routing_key: str) -> int:
+        self.channel.basic_publish(message, exchange, routing_key)
+        self.seq += 1
+        return self.seq
+
+    def wait_confirms(self, first: int, timeout: float, where: str) -> None:
+        """Wait until publishes `first`..`seq` are confirmed; raise on a nack or timeout."""
+        deadline = time.monotonic() + timeout
+        pending, last = first, self.seq
+        while True:
+            while pending <= last and (pending <= self.floor or pending in self.singles):
+                pending += 1
+            if pending > last:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OperationalError(f"RabbitMQ at {where} did not confirm a publish within {timeout}s")
+            try:
+                self.connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue
+        nacked, self.nacks = any(tag >= first for tag in self.nacks), []
+        if nacked:
+            raise OperationalError(f"RabbitMQ at {where} refused (nacked) a published message")
+
+    def close(self, polite: bool = True) -> None:
+        if self.pid == os.getpid():  # never the socket of the process we forked from
+            close_connection(self.connection, polite)
+
+
+class AMQPBroker(Broker):
+    """A broker on RabbitMQ (see the module docstring). Thread-safe for publishing.
+
+    Args:
+        url: ``amqp://user:pass@host:port/vhost`` (also ``pyamqp://``, ``amqps://``), or a
+            ``;``-separated failover list of them.
+        conf: Settings, with Celery's names: ``broker_heartbeat`` (consumer connections),
+            ``broker_use_ssl``, ``broker_connection_timeout``, ``broker_connection_retry``,
+            ``broker_connection_max_retries``, ``broker_failover_strategy`` ('round-robin'
+            or 'shuffle'), ``broker_pool_limit``, ``broker_login_method``,
+            ``broker_native_delayed_delivery_queue_type``, ``broker_transport_options``
+            (``confirm_publish``, ``confirm_timeout``, ``interval_start``,
+            ``interval_step``, ``interval_max``).
+    """
+
+    def __init__(self, url: str, conf: Mapping[str, Any]) -> None:
+        self.url = url
+        self.masked_url = mask_url(url)
+        self.urls = split_urls(url)
+        self.params = [connection_params(one, conf) for one in self.urls]
+        self.failover_strategy = conf.get("broker_failover_strategy") or "round-robin"
+        if self.failover_strategy not in ("round-robin", "shuffle"):
+            raise ImproperlyConfigured(f"broker_failover_strategy={self.failover_strategy!r}: "
+                                       "use 'round-robin' or 'shuffle'")
+        options = conf.get("broker_transport_options") or {}
+        self.confirm_publish = bool(options.get("confirm_publish", True))
+        self.confirm_timeout = float(options.get("confirm_timeout", 30.0))
+        self.interval_start = float(options.get("interval_start", 0.1))
+        self.interval_step = float(options.get("interval_step", 0.5))
+        self.interval_max = float(options.get("interval_max", 2.0))
+        self.heartbeat = float(conf.get("broker_heartbeat") or 0)
+        retry = conf.get("broker_connection_retry")
+        self.retry = True if retry is None else bool(retry)
+        self.max_retries: int | None = conf.get("broker_connection_max_retries", 100) or None
+        self.pool_limit = int(conf.get("broker_pool_limit") or 10)
+        self.delay_queue_type = conf.get("broker_native_delayed_delivery_queue_type") or "quorum"
+        self.revoked_queue = REVOKED_QUEUE
+        #: Queues declared through this broker: subscriptions declare them again on (re)connect.
+        self.queues: dict[str, Queue] = {}
+        self._url_index = 0
+        self._idle: list[_Link] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._delay_ready = False
+
+    def __repr__(self) -> str:
+        return f"<AMQPBroker {self.masked_url}>"
+
+    # -- connections ------------------------------------------------------------------------
+
+    def connect(self, heartbeat: float = 0) -> amqp.Connection:
+        """Open a connection, trying each URL of the failover list once, in turn."""
+        order = list(range(len(self.params)))
+        if self.failover_strategy == "shuffle":
+            random.shuffle(order)
+        else:  # round-robin: start from the URL that worked last
+            order = order[self._url_index:] + order[:self._url_index]
+        error: BaseException | None = None
+        for index in order:
+            connection = amqp.Connection(heartbeat=heartbeat, **self.params[index])
+            try:
+                connection.connect()
+            except FATAL_CONNECT_ERRORS as exc:
+                raise OperationalError(f"RabbitMQ at {mask_url(self.urls[index])} refused us: {exc}") from exc
+            except CONNECTION_ERRORS as exc:
+                error = exc
+                continue
+            self._url_index = index
+            return connection
+        assert error is not None
+        raise error
+
+    def retrying(self, fn: Callable[[], T], what: str) -> T:
+        """Call `fn` until it gets through, with backoff after connection errors.
+
+        Raises:
+            OperationalError: retries are off (``broker_connection_retry``) or used up
+                (``broker_connection_max_retries``); it names the masked URL.
+        """
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except CONNECTION_ERRORS as exc:
+                attempt += 1
+                if not self.retry or (self.max_retries and attempt > self.max_retries):
+                    raise OperationalError(f"Cannot reach RabbitMQ at {self.masked_url} ({what}): {exc}") from exc
+                delay = min(self.interval_start + self.interval_step * (attempt - 1), self.interval_max)
+                logger.warning("RabbitMQ at %s unreachable while %s (%s); retry %d in %.1fs",
+                               self.masked_url, what, exc or type(exc).__name__, attempt, delay)
+                time.sleep(delay)
+
+    def _acquire(self) -> _Link:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        connection = self.connect()
+        try:
+            return _Link(connection, self.confirm_publish)
+        except BaseException:
+            close_connection(connection, polite=False)
+            raise
+
+    def _release(self, link: _Link) -> None:
+        with self._lock:
+            if link.pid == self._pid and len(self._idle) < self.pool_limit:
+                self._idle.append(link)
+                return
+        link.close()
+
+    def _with_link(self, fn: Callable[[_Link], T], what: str) -> T:
+        """Run `fn` on a pooled link; after a lost connection, all of it again on a new one.
+
+        A channel error (the server closed the channel, e.g. after an earlier unconfirmed send
+        to a missing exchange) opens a new channel and runs `fn` once more.
+        """
+
+        def attempt() -> T:
+            link = self._acquire()
+            for last_try in (False, True):
+                try:
+                    link.drain_pending()
+                    result = fn(link)
+                except CONNECTION_ERRORS:
+                    link.close(polite=False)
+                    self.close(polite=False)  # the idle links are most likely dead too
+                    self._delay_ready = False
+                    raise
+                except ChannelError as exc:
+                    try:
+                        link.open_channel()
+                    except CONNECTION_ERRORS:
+                        link.close(polite=False)
+                        raise
+                    if last_try:
+                        self._release(link)
+                        raise OperationalError(f"RabbitMQ at {self.masked_url} refused {what}: {exc}") from exc
+                    continue
+                except BaseException:
+                    link.close()
+                    raise
+                self._release(link)
+                return result
+            raise AssertionError("unreachable")
+
+        return self.retrying(attempt, what)
+
+    # -- declaring --------------------------------------------------------------------------
+
+    def declare(self, queues: Sequence[Any]) -> None:
+        """Declare queues, their exchanges and bindings, exactly as kombu declares them.
+
+        Exclusive queues belong to one connection: the subscription consuming them declares
+        them. Quorum queues on topic/fanout exchanges also get the bindings Celery's worker
+        makes for native delayed delivery.
+        """
+        wanted = [q for q in queues if not q.no_declare]
+        self.queues.update((q.name, q) for q in wanted)
+        shared = [q for q in wanted if not q.exclusive]
+
+        def run(link: _Link) -> None:
+            for queue in shared:
+                declare_queue(link.channel, queue)
+            for queue in shared:
+                if queue.queue_arguments.get("x-queue-type") == "quorum":
+                    self._declare_delay_levels(link)
+                    _bind_celery_delayed(link.channel, queue)
+
+        if shared:
+            self._with_link(run, "declaring queues")
+
+    def declare_exchange(self, exchange: Exchange) -> None:
+        """Declare one exchange (events, remote control)."""
+        self._with_link(lambda link: declare_exchange(link.channel, exchange), f"declaring {exchange}")
+
+    def _declare_delay_levels(self, link: _Link) -> None:
+        """Declare the 28 delay levels as Celery 5.5+ does (same names, types, arguments)."""
+        if self._delay_ready:
+            return
+        channel = link.channel
+        binding = "1.#"
+        for level in range(DELAY_LEVELS - 1, -1, -1):
+            name = delay_level_name(level)
+            channel.exchange_declare(name, "topic", durable=True, auto_delete=False)
+            arguments: dict[str, Any] = {
+                "x-queue-type": self.delay_queue_type,
+                "x-overflow": "reject-publish",
+                "x-message-ttl": 2**level * 1000,
+                "x-dead-letter-exchange": delay_level_name(level - 1) if level else DELAY_DELIVERY_EXCHANGE,
+            }
+            if self.delay_queue_type == "quorum":
+                arguments["x-dead-letter-strategy"] = "at-least-once"
+            try:
+                channel.queue_declare(name, durable=True, auto_delete=False, arguments=arguments)
+            except PreconditionFailed as exc:  # another queue type: it delays all the same
+                logger.warning("Using the existing delay queue %s: %s", name, exc)
+                link.open_channel()
+                channel = link.channel
+            channel.queue_bind(name, name, binding)
+            binding = "*." + binding
+        binding = "0.#"
+        for level in range(DELAY_LEVELS - 1, 0, -1):
+            channel.exchange_bind(delay_level_name(level - 1), delay_level_name(level), binding)
+            binding = "*." + binding
+        channel.exchange_declare(DELAY_DELIVERY_EXCHANGE, "topic", durable=True, auto_delete=False)
+        channel.exchange_bind(DELAY_DELIVERY_EXCHANGE, delay_level_name(0), binding)
+        self._delay_ready = True
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
+        """Send one message (confirmed unless ``confirm_publish`` is off)."""
+        self.publish_many([(envelope, route, not_before)])
+
+    def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]]) -> None:
+        """Publish every message, then wait once for all their confirms.
+
+        A message due more than half a second from now goes through the delay levels to its
+        queue (`route.queue`, or the routing key on the default exchange). Without one queue
+        to go to (a fanout route), it is sent at once and the worker holds it.
+        """
+        now = time.time()
+        batch: list[tuple[amqp.Message, str, str, str | None]] = []
+        for envelope, route, not_before in items:
+            target = route.routing_key if not route.exchange else route.queue
+            wait = not_before - now if not_before is not None else 0.0
+            if wait > 0.5 and target and route.exchange_type != "fanout":
+                key = delay_routing_key(math.ceil(wait), target)
+                batch.append((message_from_envelope(envelope, strip_expiration=True),
+                              delay_level_name(DELAY_LEVELS - 1), key, target))
+            else:
+                batch.append((message_from_envelope(envelope), route.exchange, route.routing_key, None))
+
+        def run(link: _Link) -> None:
+            # Bound on every delayed batch, not cached: a queue deleted and declared again
+            # elsewhere loses its binding, and its delayed messages would vanish.
+            for target in {t for *_, t in batch if t is not None}:
+                self._declare_delay_levels(link)
+                link.channel.queue_bind(target, DELAY_DELIVERY_EXCHANGE, delay_binding_key(target))
+            first = link.seq + 1
+            for message, exchange, key, _ in batch:
+                link.publish(message, exchange, key)
+            if link.confirm:
+                link.wait_confirms(first, self.confirm_timeout, self.masked_url)
+
+        if batch:
+            self._with_link(run, "publishing")
+
+    def send(self, envelope: Envelope, exchange: str, routing_key: str, *, confirm: bool = False) -> None:
+        """Publish one message to an exchange (results, events, control replies).
+
+        Unconfirmed by default: then a send to a missing exchange is dropped silently.
+        """
+
+        def run(link: _Link) -> None:
+            first = link.publish(message_from_envelope(envelope), exchange, routing_key)
+            if confirm and link.confirm:
+                link.wait_confirms(first, self.confirm_timeout, self.masked_url)
+
+        self._with_link(run, f"sending to {exchange!r}")
+
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+        """Publish to a fanout exchange (broadcast, remote control); nobody listening is fine."""
+        try:
+            self.send(envelope, exchange, routing_key, confirm=True)
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, NotFound):
+                raise
+            logger.debug("No exchange %r (nobody ever listened): message dropped", exchange)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def subscribe(self, queues: Sequence[str], *, prefetch: int) -> AMQPSubscription:
+        """Consume queues (names) with basic_qos(prefetch) and manual acks."""
+        return AMQPSubscription(self, list(queues), prefetch)
+
+    def subscribe_queue(self, queue: Queue, *, prefetch: int = 0, no_ack: bool = False) -> AMQPSubscription:
+        """Declare `queue` on a new consumer connection (exclusive queues too) and consume it."""
+        self.queues[queue.name] = queue
+        return AMQPSubscription(self, [queue.name], prefetch, no_ack=no_ack)
+
+    def subscribe_fanout(
+        self,
+        exchange: str,
+        queue: str | None = None,
+        queue_arguments: Mapping[str, Any] | None = None,
+        *,
+        routing_key: str = "",
+        exchange_type: str = "fanout",
+        exchange_durable: bool = False,
+        exclusive: bool = True,
+    ) -> AMQPSubscription:
+        """Bind an own queue to an exchange and consume it without acks (Celery's pidbox).
+
+        The defaults make a ``<node>.celery.pidbox`` queue: not durable, auto-delete,
+        exclusive, on a non-durable fanout exchange. For ``<oid>.reply.celery.pidbox`` pass
+        ``exchange_type='direct'`` and ``routing_key=<oid>``. Read it with ``get(timeout)``.
+        """
+        entity = Queue(queue or f"{uuid.uuid4()}.{exchange}",
+                       Exchange(exchange, exchange_type, durable=exchange_durable, auto_delete=False),
+                       routing_key, durable=False, auto_delete=True, exclusive=exclusive,
+                       queue_arguments=queue_arguments)
+        return self.subscribe_queue(entity, no_ack=True)
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def purge(self, queue: str) -> int:
+        """Delete a queue's ready messages; return how many (0 when there is no such queue)."""
+
+        def run(link: _Link) -> int:
+            try:
+                return int(link.channel.queue_purge(queue) or 0)
+            except NotFound:
+                link.open_channel()
+                return 0
+
+        return self._with_link(run, f"purging {queue}")
+
+    def delete_queue(self, queue: str, exchange: str = "", routing_key: str = "") -> None:
+        """Delete a queue and its messages; its bindings go with it (a missing queue is fine)."""
+        self._with_link(lambda link: link.channel.queue_delete(queue), f"deleting {queue}")
+        self.queues.pop(queue, None)
+
+    def store_revoked(self, task_ids: Sequence[str], expires: float) -> None:
+        """Keep revoked ids for workers that start later: a message with a TTL until `expires`."""
+        ttl = max(1, int((expires - time.time()) * 1000))
+        body = json.dumps({"ids": list(task_ids), "expires": expires}).encode()
+        envelope = Envelope(body, {}, {"delivery_mode": 2, "expiration": str(ttl)})
+
+        def run(link: _Link) -> None:
+            link.channel.queue_declare(self.revoked_queue, durable=True, auto_delete=False)
+            first = link.publish(message_from_envelope(envelope), "", self.revoked_queue)
+            if link.confirm:
+                link.wait_confirms(first, self.confirm_timeout, self.masked_url)
+
+        self._with_link(run, "storing revoked ids")
+
+    def load_revoked(self) -> list[str]:
+        """The revoked ids not yet expired: read every message, then give them all back.
+
+        Two workers reading at the same moment may each miss what the other holds for those
+        milliseconds; revokes sent later reach running workers by broadcast anyway.
+        """
+
+        def run(link: _Link) -> list[str]:
+            channel = link.channel
+            channel.queue_declare(self.revoked_queue, durable=True, auto_delete=False)
+            ids: list[str] = []
+            for _ in range(100_000):
+                message = channel.basic_get(self.revoked_queue)
+                if message is None:
+                    break
+                entry = json.loads(message.body)
+                if entry.get("expires", 0) > time.time():
+                    ids += entry.get("ids", [])
+            channel.basic_recover(requeue=True)
+            return ids
+
+        return self._with_link(run, "loading revoked ids")
+
+    def close(self, polite: bool = True) -> None:
+        """Close the pooled publishing connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for link in idle:
+            link.close(polite)
+
+
+def declare_exchange(channel: Any, exchange: Exchange) -> None:
+    """exchange.declare with kombu's flags; the default exchange is never declared."""
+    if exchange.name and not exchange.no_declare:
+        channel.exchange_declare(exchange.name, exchange.type, passive=exchange.passive, durable=exchange.durable,
+                                 auto_delete=exchange.auto_delete, arguments=exchange.arguments or {})
+
+
+def _bindings(queue: Queue) -> list[tuple[Exchange, str, dict[str, Any] | None]]:
+    found = [(queue.exchange, queue.routing_key, queue.binding_arguments)] if queue.exchange else []
+    return found + [(b.exchange, b.routing_key, b.arguments) for b in queue.bindings if b.exchange is not None]
+
+
+def declare_queue(channel: Any, queue: Queue) -> None:
+    """Declare a queue, its exchanges and bindings, as kombu's `Queue.declare` does."""
+    for exchange, _key, _args in _bindings(queue):
+        declare_exchange(channel, exchange)
+    channel.queue_declare(queue.name, durable=queue.durable, exclusive=queue.exclusive,
+                          auto_delete=queue.auto_delete, arguments=queue.queue_arguments or {})
+    for exchange, key, args in _bindings(queue):
+        if exchange.name:  # nothing binds to the default exchange
+            channel.queue_bind(queue.name, exchange.name, key or "", arguments=args or {})
+
+
+def _bind_celery_delayed(channel: Any, queue: Queue) -> None:
+    """Bindings Celery's worker makes so native delayed delivery reaches a quorum queue."""
+    for exchange, key, _args in _bindings(queue):
+        if exchange.name and exchange.type != "direct":
+            key = key if key.startswith("#") else f"#.{key}"
+            channel.exchange_bind(exchange.name, DELAY_DELIVERY_EXCHANGE, key)
+            channel.queue_bind(queue.name, exchange.name, key)
+
+
+class AMQPSubscription(Subscription, FanoutSubscription):
+    """A consumer of some queues on its own connection. Used from one thread.
+
+    RabbitMQ pushes up to `prefetch` unacked messages (basic_qos); they wait in a buffer for
+    `get_many`. A delivery's tag is (connection generation, delivery tag): after a reconnect the
+    old tags are stale, and RabbitMQ redelivers those messages by itself. With a heartbeat, a
+    small thread keeps sending heartbeats while the consumer thread is busy elsewhere.
+    """
+
+    def __init__(self, broker: AMQPBroker, queues: list[str], prefetch: int, *, no_ack: bool = False) -> None:
+        self.broker = broker
+        self.queues = queues
+        self.prefetch = max(0, min(int(prefetch or 0), 65535))  # basic_qos takes a short
+        self.no_ack = no_ack
+        self.connection: amqp.Connection | None = None
+        self.channel: Any = None
+        self.generation = 0
+        self.buffer: deque[Delivery] = deque()
+        self.unacked: set[int] = set()
+        self._consumers: dict[str, str] = {}
+        self._closed = threading.Event()
+        self._last_tick = time.monotonic()
+        self._pid = os.getpid()
+        broker.retrying(self._connect, "subscribing")
+        self._beat: threading.Thread | None = None
+        if broker.heartbeat > 0:
+            self._beat = threading.Thread(target=self._beat_loop, name="celeriac-amqp-heartbeat", daemon=True)
+            self._beat.start()
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        connection = self.broker.connect(heartbeat=self.broker.heartbeat)
+        # New generation first: deliveries arrive while later basic.consume calls wait.
+        self.generation += 1
+        self.unacked.clear()
+        self.buffer.clear()
+        self._consumers = {f"celeriac.{self.generation}.{i}": name for i, name in enumerate(self.queues)}
+        try:
+            channel = connection.channel()
+            known = [self.broker.queues[name] for name in self.queues if name in self.broker.queues]
+            for queue in known:  # again after a restart: auto-delete queues are gone
+                declare_queue(channel, queue)
+            if self.prefetch:
+                channel.basic_qos(0, self.prefetch, self._qos_global(connection, known))
+            self.connection, self.channel = connection, channel
+            for tag, name in self._consumers.items():
+                self._consume(tag, name)
+        except BaseException as exc:
+            close_connection(connection, polite=False)
+            self.connection = self.channel = None
+            if isinstance(exc, ChannelError):
+                raise OperationalError(f"Cannot consume {self.queues} at {self.broker.masked_url}: {exc}") from exc
+            raise
+        self._last_tick = time.monotonic()
+
+    def _consume(self, tag: str, name: str) -> None:
+        known = self.broker.queues.get(name)
+        arguments = (known.consumer_arguments if known is not None else None) or {}
+        self.channel.basic_consume(name, consumer_tag=tag, callback=self._on_message,
+                                   no_ack=self.no_ack, arguments=arguments)
+
+    def set_queues(self, queues: Sequence[str]) -> None:
+        """Consume from these queues from now on (basic.consume / basic.cancel)."""
+        wanted = list(dict.fromkeys(queues))
+        if self.channel is not None:
+            try:
+                for tag, name in list(self._consumers.items()):
+                    if name not in wanted:
+                        self.channel.basic_cancel(tag)
+                        del self._consumers[tag]
+                for name in wanted:
+                    if name not in self._consumers.values():
+                        if name in self.broker.queues:
+                            declare_queue(self.channel, self.broker.queues[name])
+                        tag = f"celeriac.{self.generation}.{uuid.uuid4().hex[:8]}"
+                        self._consumers[tag] = name
+                        self._consume(tag, name)
+            except ChannelError as exc:
+                self._lost(exc)
+                raise OperationalError(f"Cannot consume {wanted} at {self.broker.masked_url}: {exc}") from exc
+            except CONNECTION_ERRORS as exc:
+                self._lost(exc)  # the next get_many reconnects with the new list
+        self.queues = wanted
+
+    @staticmethod
+    def _qos_global(connection: amqp.Connection, queues: list[Queue]) -> bool:
+        # As kombu/Celery: RabbitMQ 3.3-3.x applies a "global" prefetch per channel, which is
+        # what a worker means; quorum queues do not support it, and 4.x dropped it.
+        if any(q.queue_arguments.get("x-queue-type") == "quorum" for q in queues):
+            return False
+        try:
+            major, minor = (int(p) for p in str(connection.server_properties.get("version")).split(".")[:2])
+        except ValueError:
+            return False
+        return (3, 3) <= (major, minor) < (4, 0)
+
+    def _lost(self, exc: BaseException) -> None:
+        logger.warning("Lost the connection to RabbitMQ at %s: %s; reconnecting",
+                       self.broker.masked_url, exc or type(exc).__name__)
+        if self.connection is not None:
+            close_connection(self.connection, polite=False)
+        self.connection = self.channel = None
+        self.buffer.clear()  # unacked: RabbitMQ redelivers them
+        self.unacked.clear()
+
+    def _on_message(self, message: amqp.Message) -> None:
+        envelope = envelope_from_message(message)
+        info = message.delivery_info
+        queue = self._consumers.get(info.get("consumer_tag", ""), str(info.get("routing_key", "")))
+        if str(info.get("exchange", "")).startswith("celery_delayed_"):
+            # Out of the delay levels: name the queue itself, so a retry routed by
+            # `request.delivery_info` goes straight back to it, not into a delay level.
+            envelope.properties["delivery_info"].update(exchange="", routing_key=queue)
+        if not self.no_ack:
+            self.unacked.add(info["delivery_tag"])
+        delivery = Delivery(envelope, queue, (self.generation, info["delivery_tag"]), bool(info.get("redelivered")))
+        self.buffer.append(delivery)
+
+    # -- heartbeats -------------------------------------------------------------------------
+
+    def _beat_loop(self) -> None:
+        # While the consumer thread is away (a full prefetch, a long task), send heartbeats
+        # from here: py-amqp serializes frame writes with a lock.
+        while not self._closed.wait(self.broker.heartbeat / 4):
+            connection = self.connection
+            interval = getattr(connection, "heartbeat", 0) or 0
+            if not interval or time.monotonic() - self._last_tick < interval / 2:
+                continue
+            try:
+                connection.send_heartbeat()  # type: ignore[union-attr]
+            except Exception as exc:  # the consumer thread will notice and reconnect
+                logger.debug("Heartbeat not sent: %r", exc)
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    def _pump(self, timeout: float) -> None:
+        """Read frames for up to `timeout` seconds, then whatever else has arrived; tick."""
+        assert self.connection is not None
+        try:
+            self.connection.drain_events(timeout=timeout)
+            for _ in range(10_000):
+                self.connection.drain_events(timeout=0)
+        except TimeoutError:
+            pass
+        # After reading, so heartbeats that waited in the socket count as received.
+        self.connection.heartbeat_tick(rate=2)
+        self._last_tick = time.monotonic()
+
+    def get_many(self, limit: int, timeout: float) -> list[Delivery]:
+        """Return up to `limit` deliveries, waiting up to `timeout` s for the first one.
+
+        Reconnects (with backoff) after a lost connection; raises `OperationalError` when
+        the retries are used up.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.connection is None:
+                    self.broker.retrying(self._connect, "reconnecting the consumer")
+                self._pump(0)
+                step = (self.connection.heartbeat or 4.0) / 4  # type: ignore[union-attr]
+                while not self.buffer and (remaining := deadline - time.monotonic()) > 0:
+                    self._pump(min(remaining, step))
+                break
+            except (*CONNECTION_ERRORS, ChannelError) as exc:  # ChannelError: queue deleted
+                self._lost(exc)
+        return [self.buffer.popleft() for _ in range(min(limit, len(self.buffer)))]
+
+    def get(self, timeout: float) -> Envelope | None:
+        """The next message's envelope (acked), or None after `timeout` seconds."""
+        deliveries = self.get_many(1, timeout)
+        if not deliveries:
+            return None
+        self.ack_many(deliveries)
+        return deliveries[0].envelope
+
+    # -- settling ---------------------------------------------------------------------------
+
+    def _current(self, delivery: Delivery) -> int | None:
+        generation, tag = delivery.tag
+        if self.no_ack or generation != self.generation or self.channel is None or tag not in self.unacked:
+            return None  # stale (RabbitMQ redelivers it), already settled, or no acks at all
+        return int(tag)
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """One `multiple` basic_ack for the run of tags below any still held, single acks after."""
+        tags = sorted(t for t in map(self._current, deliveries) if t is not None)
+        if not tags:
+            return
+        held = self.unacked.difference(tags)
+        below = min(held) if held else math.inf
+        run = [t for t in tags if t < below]
+        try:
+            if run:
+                self.channel.basic_ack(run[-1], multiple=len(run) > 1)
+            for tag in tags[len(run):]:
+                self.channel.basic_ack(tag)
+        except (*CONNECTION_ERRORS, ChannelError) as exc:
+            self._lost(exc)  # RabbitMQ redelivers what was not acked
+            return
+        self.unacked.difference_update(tags)
+
+    def reject(self, delivery: Delivery, *, requeue: bool) -> None:
+        """basic_reject: drop the message, or give it back to its queue."""
+        tag = self._current(delivery)
+        if tag is None:
+            return
+        try:
+            self.channel.basic_reject(tag, requeue=requeue)
+        except (*CONNECTION_ERRORS, ChannelError) as exc:
+            self._lost(exc)
+            return
+        self.unacked.discard(tag)
+
+    def defer(self, delivery: Delivery, not_before: float) -> None:
+        """Publish a copy through the delay levels to the same queue (confirmed), then ack."""
+        envelope = delivery.envelope
+        properties = {k: v for k, v in envelope.properties.items() if k != "delivery_info"}
+        copy = Envelope(envelope.body, envelope.headers, properties, envelope.content_type, envelope.content_encoding)
+        self.broker.publish(copy, Route(queue=delivery.queue, exchange="", routing_key=delivery.queue),
+                            not_before=not_before)
+        self.ack_many([delivery])
+
+    def close(self) -> None:
+        """Close the connection: RabbitMQ gives every unacked delivery back to its queue."""
+        self._closed.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        connection, self.connection, self.channel = self.connection, None, None
+        self.buffer.clear()
+        self.unacked.clear()
+        if connection is not None and self._pid == os.getpid():  # not a forked copy's
+            close_connection(connection)

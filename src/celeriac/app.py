@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import threading
@@ -88,6 +89,11 @@ class Celery:
         self.on_after_finalize = signals.Signal("on_after_finalize")
         self.on_configure = signals.Signal("on_configure")
         self._periodic_tasks: list[Any] = []
+        if os.environ.get("DJANGO_SETTINGS_MODULE") and importlib.util.find_spec("django"):
+            # Django projects: django.setup() before task modules load, DjangoTask by default.
+            from .contrib.django.fixup import install as install_django_fixup
+
+            install_django_fixup(self, custom_task_cls=task_cls is not None)
         if set_as_current:
             _state.set_current_app(self)
         for factory in _state.shared_task_factories:

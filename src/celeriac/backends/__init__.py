@@ -19,7 +19,20 @@ def backend_from_url(app: Celery, url: str | None) -> Any:
 
         return DisabledBackend(app)
     scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
-    if scheme in ("sqlite", "db+sqlite"):
+    if scheme.startswith("db+") or scheme == "database":
+        # Celery's SQLAlchemy backend and table layout (db+postgresql, db+mysql, db+sqlite, ...)
+        from .database import DatabaseBackend
+
+        return DatabaseBackend(app, None if scheme == "database" else url)
+    if scheme in ("cache+memcached", "cache+memcache", "cache+pymemcache", "cache+pylibmc"):
+        from .cache import CacheBackend
+
+        return CacheBackend(app, url)
+    if scheme in ("django-db", "django_db"):
+        from ..contrib.django.backend import DatabaseBackend as DjangoDatabaseBackend
+
+        return DjangoDatabaseBackend(app, url)
+    if scheme == "sqlite":
         from .sqlite import SQLiteBackend
 
         return SQLiteBackend(app, url)
@@ -40,5 +53,6 @@ def backend_from_url(app: Celery, url: str | None) -> Any:
 
     raise ImproperlyConfigured(
         f"Unknown result backend {scheme!r} in result_backend {mask_url(url)!r}: "
-        "use sqlite://, db+sqlite://, memory://, redis:// or rpc://"
+        "use sqlite://, db+postgresql://, db+mysql://, db+sqlite://, cache+memcached://, "
+        "django-db, memory://, redis:// or rpc://"
     )

@@ -130,6 +130,10 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    def cleanup(self) -> int:
+        """Delete expired results where the store does not expire them itself; return how many."""
+        return 0
+
     def on_task_call(self) -> None:  # noqa: B027 - optional hook
         """Called before a task whose result is wanted is sent (rpc:// declares its reply queue)."""
 

@@ -1,0 +1,1 @@
+"""Integrations with other frameworks; each lives in its own subpackage and is optional."""

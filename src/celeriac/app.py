@@ -304,7 +304,9 @@ class Celery:
         """Add an entry to `beat_schedule`, as Celery's `add_periodic_task` does."""
         from .canvas import Signature
 
-        if not isinstance(sig, Signature):
+        if isinstance(sig, Signature):
+            sig = sig.clone(args, kwargs)
+        else:
             sig = Signature(sig, args, kwargs or {}, options)
         key = name or repr(sig)
         entry = {"task": sig["task"], "schedule": schedule, "args": tuple(sig["args"]),

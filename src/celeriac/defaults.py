@@ -297,3 +297,10 @@ def _old_name(name: str) -> str:
 #: Pre-4.0 UPPERCASE setting names -> the new names (e.g. 'CELERY_ALWAYS_EAGER' ->
 #: 'task_always_eager'), exactly as Celery maps them.
 OLD_NAMES: dict[str, str] = {_old_name(name): name for name in DEFAULTS}
+
+#: Settings celeriac adds to Celery's (they have no old names).
+CELERIAC_SETTINGS: dict[str, Any] = {
+    "beat_lease_name": None,  # beats with the same name share one leader lease (default: app.main)
+    "beat_dburi": None,  # where beat's DatabaseScheduler keeps its table
+}
+DEFAULTS.update(CELERIAC_SETTINGS)

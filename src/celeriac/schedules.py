@@ -167,7 +167,7 @@ def _app_timezone(app: Any) -> tzinfo:
     return UTC if _setting(app, "enable_utc", True) else _local_timezone()
 
 
-def _humanize_seconds(secs: float) -> str:
+def humanize_seconds(secs: float) -> str:
     """Format seconds as Celery does: ``1.00 hour``, ``30.00 seconds``, ``now``."""
     secs = float(format(float(secs), ".2f"))
     for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0), ("second", 1.0)):
@@ -303,7 +303,7 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's name
     @property
     def human_seconds(self) -> str:
         """The interval for people, e.g. ``'30.00 seconds'``."""
-        return _humanize_seconds(self.seconds)
+        return humanize_seconds(self.seconds)
 
     def remaining_estimate(self, last_run_at: datetime) -> timedelta:
         """Return the time from now until the next run (negative when overdue)."""

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from . import states  # noqa: E402
-from ._state import get_current_app as _get_current_app  # noqa: E402
-from .app import Celeriac, Celery  # noqa: E402
-from .canvas import Signature, signature  # noqa: E402
-from .entities import Broadcast, Exchange, Queue  # noqa: E402
-from .result import AsyncResult, EagerResult, GroupResult, ResultSet  # noqa: E402
-from .task import Task, shared_task  # noqa: E402
+from . import states
+from ._state import get_current_app as _get_current_app
+from .app import Celeriac, Celery
+from .canvas import (
+    Signature,
+    chain,
+    chord,
+    chunks,
+    group,
+    maybe_signature,
+    signature,
+    xmap,
+    xstarmap,
+)
+from .canvas import signature as subtask
+from .entities import Broadcast, Exchange, Queue
+from .result import AsyncResult, EagerResult, GroupResult, ResultSet
+from .task import Task, shared_task
+from .version import __version__
 
 
 def __getattr__(name: str) -> object:
@@ -21,6 +31,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "AsyncResult", "Broadcast", "Celeriac", "Celery", "EagerResult", "Exchange", "GroupResult", "Queue",
-    "ResultSet", "Signature", "Task", "__version__", "shared_task", "signature", "states",
+    "AsyncResult", "Broadcast", "Celeriac", "Celery", "EagerResult", "Exchange", "GroupResult",
+    "Queue", "ResultSet", "Signature", "Task", "__version__", "chain", "chord", "chunks", "group",
+    "maybe_signature", "shared_task", "signature", "states", "subtask", "xmap", "xstarmap",
 ]

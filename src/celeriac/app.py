@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -96,6 +97,9 @@ class Celery:
             install_django_fixup(self, custom_task_cls=task_cls is not None)
         if set_as_current:
             _state.set_current_app(self)
+        from .canvas import register_builtin_tasks
+
+        register_builtin_tasks(self)
         for factory in _state.shared_task_factories:
             factory(self)
 
@@ -328,8 +332,10 @@ class Celery:
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self, **kwargs)
 
-    def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:  # noqa: N802
-        return GroupResult(group_id, results, app=self, **kwargs)
+    @functools.cached_property
+    def GroupResult(self) -> type[GroupResult]:  # noqa: N802 - Celery's name
+        """GroupResult bound to this app: `app.GroupResult(id, results)`, `app.GroupResult.restore(id)`."""
+        return GroupResult.bound_to(self)
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -329,8 +329,9 @@ def _add_step(steps: list[Signature], other: Signature) -> Any:
         steps[-1] = _chord(steps[-1], other.clone())  # group | task is a chord
         return steps
     if steps and isinstance(steps[-1], _chord) and not isinstance(other, _chord):
-        steps[-1] = steps[-1].clone()
-        steps[-1].body = steps[-1].body | other  # chord | x: x follows the body
+        last: Any = steps[-1].clone()
+        last.body = last.body | other  # chord | x: x follows the body
+        steps[-1] = last
     else:
         steps.append(other.clone())
     return steps
@@ -340,8 +341,8 @@ def _fold(tasks: Iterable[Any], app: Celery | None = None) -> Any:
     """`chain(a, b, c)`, the same as `a | b | c`, built in one pass."""
     steps: list[Signature] = []
     result: Any = steps
-    for task in tasks:
-        task = maybe_signature(task, app=app)
+    for item in tasks:
+        task: Any = maybe_signature(item, app=app)
         result = _add_step(steps, task) if result is steps else result | task
     return _chain(steps, app=app) if result is steps else result
 
@@ -413,11 +414,12 @@ class _chain(Signature):
             elif isinstance(task, group) and len(task.tasks) <= 1:
                 if task.tasks:
                     pending.appendleft(maybe_signature(task.tasks[0], app=task._app))  # type: ignore[arg-type]
-                empty = task
+                else:
+                    empty = task
             elif (isinstance(task, _chord) and isinstance(task.body, _chain) and task.body.tasks
                   and not isinstance(task.body.tasks[0], group)):
                 rest = task.body.unchain_tasks()
-                head = task.clone()
+                head: Any = task.clone()
                 head.body = rest[0]
                 pending.extendleft(reversed([head, *rest[1:]]))
             elif steps and isinstance(steps[-1], group):
@@ -677,7 +679,7 @@ class _chord(Signature):
         if isinstance(other, group) and len(other.tasks) == 1:
             other = maybe_signature(other.tasks[0], app=other._app)
         if isinstance(other, Signature) and not isinstance(other, group | _chain):
-            sig = self.clone()
+            sig: Any = self.clone()
             sig.body = sig.body | other
             return sig
         return super().__or__(other)
@@ -748,7 +750,7 @@ class _chord(Signature):
             body.options["chain"] = list(opts.pop("chain"))
         opts.pop("chain", None)
         parent_id = opts.pop("parent_id", None)
-        delay = {k: opts.pop(k) for k in ("countdown", "eta") if k in opts}
+        delay: dict[str, Any] = {k: opts.pop(k) for k in ("countdown", "eta") if k in opts}
         body.options.update(opts)
         body_result = body.freeze(body_id, root_id=opts.get("root_id"),
                                   **(membership or {"group_id": gid}))

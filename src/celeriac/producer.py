@@ -146,11 +146,25 @@ def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str
     broker = app.broker
     items = []
     results = []
+    wants_results = False
     for name, args, kwargs, options in messages:
         task = app.tasks.get(name)
         envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
         _declare_once(app, broker, route.queue)
+        if signals.before_task_publish.receivers:
+            signals.before_task_publish.send(
+                sender=name, body=envelope.body, exchange=route.exchange, routing_key=route.routing_key,
+                headers=envelope.headers, properties=envelope.properties, declare=[], retry_policy=None,
+            )
+        wants_results = wants_results or not envelope.headers.get("ignore_result")
         items.append((envelope, route, not_before if broker.delays_on_publish else None))
         results.append(AsyncResult(task_id, app=app, task_name=name))
+    if wants_results:
+        app.backend.on_task_call()
     broker.publish_many(items)
+    if signals.after_task_publish.receivers:
+        for envelope, route, _ in items:
+            signals.after_task_publish.send(sender=envelope.headers["task"], body=envelope.body,
+                                            headers=envelope.headers, exchange=route.exchange,
+                                            routing_key=route.routing_key)
     return results

@@ -247,8 +247,6 @@ class ResultSet:
             return other.results == self.results
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
-
     def add(self, result: Any) -> None:
         """Add a result, unless it is in the set already."""
         if result not in self.results:

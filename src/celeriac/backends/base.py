@@ -29,6 +29,19 @@ TASK_KEYPREFIX = "celery-task-meta-"
 GROUP_KEYPREFIX = "celery-taskset-meta-"
 
 
+#: Where Celery keeps the exceptions celeriac raises under the same names, so a Celery client
+#: reading our results gets its own classes (and we get ours reading Celery's).
+_CELERY_HOMES = {
+    "ChordError": "celery.exceptions", "Ignore": "celery.exceptions",
+    "ImproperlyConfigured": "celery.exceptions", "MaxRetriesExceededError": "celery.exceptions",
+    "NotRegistered": "celery.exceptions", "QueueNotFound": "celery.exceptions",
+    "Reject": "celery.exceptions", "Retry": "celery.exceptions", "SecurityError": "celery.exceptions",
+    "TaskError": "celery.exceptions", "TaskRevokedError": "celery.exceptions",
+    "TimeoutError": "celery.exceptions", "SoftTimeLimitExceeded": "billiard.exceptions",
+    "TimeLimitExceeded": "billiard.exceptions", "WorkerLostError": "billiard.exceptions",
+}
+
+
 def exception_to_dict(exc: BaseException) -> dict[str, Any]:
     """Encode an exception as Celery does: type name, args as a list, module."""
     cls = type(exc)
@@ -37,7 +50,10 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
         dumps(message, "json")
     except Exception:  # args that JSON cannot carry: fall back to their text
         message = [str(arg) for arg in exc.args]
-    return {"exc_type": cls.__qualname__, "exc_message": message, "exc_module": cls.__module__}
+    module = cls.__module__
+    if module == "celeriac.exceptions":
+        module = _CELERY_HOMES.get(cls.__qualname__, module)
+    return {"exc_type": cls.__qualname__, "exc_message": message, "exc_module": module}
 
 
 _synthetic: dict[tuple[str, str], type[Exception]] = {}
@@ -47,6 +63,8 @@ def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
     """Rebuild an exception: the real class when importable, else a stand-in of that name."""
     type_name = str(data.get("exc_type") or "Exception")
     module_name = str(data.get("exc_module") or "builtins")
+    if _CELERY_HOMES.get(type_name) == module_name:
+        module_name = "celeriac.exceptions"  # Celery's own exception: ours has the same name
     message = data.get("exc_message")
     args = tuple(message) if isinstance(message, list | tuple) else (message,)
     cls: Any = None

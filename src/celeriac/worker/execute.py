@@ -1,11 +1,15 @@
 """Run one task: decode, set up the request, call, classify the outcome, store, follow links.
 
-Runs wherever the pool runs a task (the worker's thread, a thread, or a child process);
-returns an `Outcome` that the consumer turns into an ack, a reject and a log line.
+Runs wherever the pool runs a task (the worker's thread, a thread, a child process, or the
+asyncio pool's event loop); returns an `Outcome` that the consumer turns into an ack, a
+reject and a log line. `execute_job` runs a task to completion (an `async def` task on an
+event loop of its own); `execute_job_async` awaits it on the caller's loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import os
 import time
@@ -18,12 +22,12 @@ from ..exceptions import (
     ContentDisallowed,
     DecodeError,
     Ignore,
-    MaxRetriesExceededError,
     Reject,
     Retry,
 )
 from ..protocol import TaskMessage, decode_body
 from ..task import Context
+from .timelimits import time_limits
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 ACK, REQUEUE, REJECT = "ack", "requeue", "reject"
+
+#: States after which Celery calls no `after_return` (celery/app/trace.py).
+IGNORE_STATES = frozenset({states.IGNORED, states.RETRY, states.REJECTED})
 
 
 @dataclass(slots=True)
@@ -43,6 +50,9 @@ class Job:
     accept: frozenset[str] | None
     acks_late: bool = False
     time_limit: tuple[float | None, float | None] = (None, None)
+    #: When it went to the pool (epoch seconds), and the process running it.
+    time_start: float | None = None
+    worker_pid: int | None = None
 
     @property
     def task_name(self) -> str:
@@ -51,6 +61,18 @@ class Job:
     @property
     def task_id(self) -> str:
         return str(self.message.headers["id"])
+
+    # Celery's Request names, for `task_received` handlers.
+    id = task_id
+    name = task_name
+
+    @property
+    def eta(self) -> Any:
+        return self.message.headers.get("eta")
+
+    @property
+    def expires(self) -> Any:
+        return self.message.headers.get("expires")
 
 
 @dataclass(slots=True)
@@ -64,6 +86,33 @@ class Outcome:
     summary: str = ""
     traceback: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ExceptionInfo:
+    """The `einfo` Celery hands to `on_failure`, `on_retry` and signals.
+
+    Attributes:
+        exception: The exception.
+        type: Its class.
+        tb: Its traceback object.
+        traceback: The formatted traceback (also `str(einfo)`).
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception = exc
+        self.type = type(exc)
+        self.tb = exc.__traceback__
+        self.traceback = "".join(traceback_module.format_exception(exc))
+
+    @property
+    def exc_info(self) -> tuple[type[BaseException], BaseException, Any]:
+        return self.type, self.exception, self.tb
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.exception!r}>"
 
 
 def build_request(job: Job, args: Any, kwargs: Any, embed: dict[str, Any], hostname: str) -> Context:
@@ -84,18 +133,41 @@ def build_request(job: Job, args: Any, kwargs: Any, embed: dict[str, Any], hostn
     )
 
 
+def _autoretry(task: Any, exc: Exception) -> None:
+    """Turn an exception listed in `autoretry_for` into `task.retry(...)` (which raises)."""
+    if (task.autoretry_for and isinstance(exc, task.autoretry_for)
+            and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
+            and not isinstance(exc, Retry | Ignore | Reject)):
+        options = dict(task.retry_kwargs)
+        countdown = task._autoretry_delay(task.request.retries)
+        if countdown is not None:
+            options["countdown"] = countdown
+        raise task.retry(exc=exc, **options) from exc
+
+
 def _call_with_autoretry(task: Any, args: Any, kwargs: Any) -> Any:
     try:
-        return task.run(*args, **kwargs)
+        retval = task.run(*args, **kwargs)
+        if inspect.isawaitable(retval):  # an `async def` task outside the asyncio pool
+            retval = asyncio.run(_awaited(retval))
+        return retval
     except Exception as exc:
-        if (task.autoretry_for and isinstance(exc, task.autoretry_for)
-                and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
-                and not isinstance(exc, Retry | Ignore | Reject)):
-            options = dict(task.retry_kwargs)
-            countdown = task._autoretry_delay(task.request.retries)
-            if countdown is not None:
-                options["countdown"] = countdown
-            raise task.retry(exc=exc, **options) from exc
+        _autoretry(task, exc)
+        raise
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _call_with_autoretry_async(task: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        retval = task.run(*args, **kwargs)
+        if inspect.isawaitable(retval):
+            retval = await retval
+        return retval
+    except Exception as exc:
+        _autoretry(task, exc)
         raise
 
 
@@ -113,81 +185,164 @@ def _send_errbacks(app: Celery, task: Any, request: Context, exc: BaseException,
     send_errbacks(app, request, exc, tb)
 
 
-def execute_job(app: Celery, job: Job, hostname: str) -> Outcome:
-    """Run the job's task to completion and say how it ended. Never raises."""
-    started = time.monotonic()
-    task = app.tasks[job.task_name]
+class TaskRun:
+    """One task's run, in steps shared by the sync and async paths: `start`, then
+    `succeeded` or `raised`, then `close`."""
+
+    def __init__(self, app: Celery, job: Job, hostname: str, args: Any, kwargs: Any,
+                 embed: dict[str, Any]) -> None:
+        self.app = app
+        self.job = job
+        self.hostname = hostname
+        self.task = app.tasks[job.task_name]
+        self.args = args
+        self.kwargs = kwargs
+        self.request = build_request(job, args, kwargs, embed, hostname)
+        task, request = self.task, self.request
+        self.store_errors = (not request.ignore_result and not task.ignore_result
+                             or bool(task.store_errors_even_if_ignored))
+        self.started = time.monotonic()
+        self.pushed = False
+
+    def start(self) -> None:
+        """Set `self.request`, send task_prerun, call before_start, store STARTED."""
+        task, request = self.task, self.request
+        task.push_request(request)
+        _state.push_current_task(task)
+        self.pushed = True
+        if signals.task_prerun.receivers:
+            signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=self.args,
+                                     kwargs=self.kwargs)
+        task.before_start(request.id, self.args, self.kwargs)
+        if task.track_started and not (request.ignore_result or task.ignore_result):
+            self.app.backend.mark_as_started(request.id, request=request, pid=os.getpid(),
+                                             hostname=self.hostname)
+
+    def succeeded(self, retval: Any) -> Outcome:
+        task, request, backend = self.task, self.request, self.app.backend
+        if not (request.ignore_result or task.ignore_result):
+            backend.mark_as_done(request.id, retval, request=request)
+        task.on_success(retval, request.id, self.args, self.kwargs)
+        if signals.task_success.receivers:
+            signals.task_success.send(sender=task, result=retval, runtime=time.monotonic() - self.started)
+        _send_links(self.app, request, retval)
+        return self._after(Outcome(self.job.tag, states.SUCCESS, ACK, summary=_short_repr(retval)), retval)
+
+    def raised(self, exc: BaseException) -> Outcome:
+        """Classify an exception from the task: retry, ignore, reject or failure."""
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise exc
+        task, request, job = self.task, self.request, self.job
+        if isinstance(exc, Retry):
+            einfo = ExceptionInfo(exc)
+            reason = exc.exc if exc.exc is not None else exc
+            if self.store_errors:
+                self.app.backend.mark_as_retry(request.id, reason, einfo.traceback, request=request)
+            task.on_retry(exc.exc, request.id, self.args, self.kwargs, einfo)
+            if signals.task_retry.receivers:
+                signals.task_retry.send(sender=task, request=request, reason=exc, einfo=einfo)
+            return self._after(Outcome(job.tag, states.RETRY, ACK, summary=f"Retry in {_when(exc)}: {reason!r}"), exc)
+        if isinstance(exc, Ignore):
+            return self._after(Outcome(job.tag, states.IGNORED, ACK, summary="ignored"), exc)
+        if isinstance(exc, Reject):
+            return self._after(Outcome(job.tag, states.REJECTED, REQUEUE if exc.requeue else REJECT,
+                                       summary=f"rejected: {exc.reason!r}"), exc)
+        einfo = ExceptionInfo(exc)
+        if self.store_errors:
+            self.app.backend.mark_as_failure(request.id, exc, einfo.traceback, request=request)
+        task.on_failure(exc, request.id, self.args, self.kwargs, einfo)
+        if signals.task_failure.receivers:
+            signals.task_failure.send(sender=task, task_id=request.id, exception=exc, args=self.args,
+                                      kwargs=self.kwargs, traceback=exc.__traceback__, einfo=einfo)
+        _send_errbacks(self.app, task, request, exc, einfo.traceback)
+        action = ACK if (not job.acks_late or task.acks_on_failure_or_timeout) else REJECT
+        return self._after(Outcome(job.tag, states.FAILURE, action, summary=repr(exc),
+                                   traceback=einfo.traceback), exc, einfo)
+
+    def _after(self, outcome: Outcome, retval: Any, einfo: ExceptionInfo | None = None) -> Outcome:
+        task, request = self.task, self.request
+        if outcome.state not in IGNORE_STATES:
+            task.after_return(outcome.state, retval, request.id, self.args, self.kwargs, einfo)
+        if signals.task_postrun.receivers:
+            signals.task_postrun.send(sender=task, task_id=request.id, task=task, args=self.args,
+                                      kwargs=self.kwargs, retval=retval, state=outcome.state)
+        return outcome
+
+    def internal_error(self, exc: BaseException) -> Outcome:
+        """A failing handler or backend: report it, do not crash the pool."""
+        job = self.job
+        logger.error("Internal error running %s[%s]: %r", job.task_name, job.task_id, exc, exc_info=exc)
+        if signals.task_internal_error.receivers:
+            signals.task_internal_error.send(sender=self.task, task_id=job.task_id, args=self.args,
+                                             kwargs=self.kwargs, request=self.request, exception=exc,
+                                             traceback=exc.__traceback__, einfo=ExceptionInfo(exc))
+        return Outcome(job.tag, states.FAILURE, REJECT if job.acks_late else ACK,
+                       summary=f"internal error: {exc!r}",
+                       traceback="".join(traceback_module.format_exception(exc)))
+
+    def close(self, outcome: Outcome) -> Outcome:
+        if self.pushed:
+            _state.pop_current_task()
+            self.task.pop_request()
+        outcome.runtime = time.monotonic() - self.started
+        return outcome
+
+
+def _prepare(app: Celery, job: Job, hostname: str) -> TaskRun | Outcome:
     try:
         args, kwargs, embed = decode_body(job.message, job.accept)
     except (ContentDisallowed, DecodeError) as exc:
         return Outcome(job.tag, states.REJECTED, REJECT, summary=f"{type(exc).__name__}: {exc}")
-    request = build_request(job, args, kwargs, embed, hostname)
-    backend = app.backend
-    store_errors = not request.ignore_result and not task.ignore_result or task.store_errors_even_if_ignored
-    task.push_request(request)
-    _state.push_current_task(task)
-    einfo = None
-    retval: Any = None
+    return TaskRun(app, job, hostname, args, kwargs, embed)
+
+
+def execute_job(app: Celery, job: Job, hostname: str) -> Outcome:
+    """Run the job's task to completion and say how it ended. Never raises."""
+    run = _prepare(app, job, hostname)
+    if isinstance(run, Outcome):
+        return run
     try:
-        if signals.task_prerun.receivers:
-            signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs)
+        run.start()
         try:
-            task.before_start(request.id, args, kwargs)
-            if task.track_started and not task.ignore_result:
-                backend.mark_as_started(request.id, request=request, pid=os.getpid(), hostname=hostname)
-            retval = _call_with_autoretry(task, args, kwargs)
-        except Retry as exc:
-            state = states.RETRY
-            einfo = traceback_module.format_exc()
-            reason = exc.exc if exc.exc is not None else exc
-            if store_errors:
-                backend.mark_as_retry(request.id, reason, einfo, request=request)
-            task.on_retry(reason, request.id, args, kwargs, einfo)
-            if signals.task_retry.receivers:
-                signals.task_retry.send(sender=task, request=request, reason=reason, einfo=einfo)
-            outcome = Outcome(job.tag, state, ACK, summary=f"Retry in {_when(exc)}: {reason!r}")
-        except Ignore:
-            outcome = Outcome(job.tag, states.IGNORED, ACK, summary="ignored")
-        except Reject as exc:
-            outcome = Outcome(job.tag, states.REJECTED, REQUEUE if exc.requeue else REJECT,
-                              summary=f"rejected: {exc.reason!r}")
+            with time_limits(job.time_limit[1], job.time_limit[0]):
+                retval = _call_with_autoretry(run.task, run.args, run.kwargs)
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | SystemExit) and not isinstance(exc, MaxRetriesExceededError):
-                raise
-            einfo = traceback_module.format_exc()
-            if store_errors:
-                backend.mark_as_failure(request.id, exc, einfo, request=request)
-            task.on_failure(exc, request.id, args, kwargs, einfo)
-            if signals.task_failure.receivers:
-                signals.task_failure.send(sender=task, task_id=request.id, exception=exc, args=args,
-                                          kwargs=kwargs, traceback=exc.__traceback__, einfo=einfo)
-            _send_errbacks(app, task, request, exc, einfo)
-            action = ACK if (not job.acks_late or task.acks_on_failure_or_timeout) else REJECT
-            outcome = Outcome(job.tag, states.FAILURE, action, summary=repr(exc), traceback=einfo)
-            retval = exc
+            outcome = run.raised(exc)
         else:
-            if not (request.ignore_result or task.ignore_result):
-                backend.mark_as_done(request.id, retval, request=request)
-            task.on_success(retval, request.id, args, kwargs)
-            if signals.task_success.receivers:
-                signals.task_success.send(sender=task, result=retval)
-            _send_links(app, request, retval)
-            outcome = Outcome(job.tag, states.SUCCESS, ACK, summary=_short_repr(retval))
-        task.after_return(outcome.state, retval, request.id, args, kwargs, einfo)
-        if signals.task_postrun.receivers:
-            signals.task_postrun.send(sender=task, task_id=request.id, task=task, args=args,
-                                      kwargs=kwargs, retval=retval, state=outcome.state)
+            outcome = run.succeeded(retval)
     except (KeyboardInterrupt, SystemExit):
+        run.close(Outcome(job.tag, states.FAILURE))
         raise
-    except BaseException as exc:  # a failing handler or backend: report it, do not crash the pool
-        logger.exception("Internal error running %s[%s]", job.task_name, job.task_id)
-        outcome = Outcome(job.tag, states.FAILURE, REJECT if job.acks_late else ACK,
-                          summary=f"internal error: {exc!r}", traceback=traceback_module.format_exc())
-    finally:
-        _state.pop_current_task()
-        task.pop_request()
-    outcome.runtime = time.monotonic() - started
-    return outcome
+    except BaseException as exc:
+        outcome = run.internal_error(exc)
+    return run.close(outcome)
+
+
+async def execute_job_async(app: Celery, job: Job, hostname: str) -> Outcome:
+    """`execute_job` for the asyncio pool: an `async def` task is awaited on this loop.
+
+    Cancelling the caller (revoke with terminate, a time limit) cancels the task; the pool
+    turns that into its outcome.
+    """
+    run = _prepare(app, job, hostname)
+    if isinstance(run, Outcome):
+        return run
+    try:
+        run.start()
+        try:
+            retval = await _call_with_autoretry_async(run.task, run.args, run.kwargs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            outcome = run.raised(exc)
+        else:
+            outcome = run.succeeded(retval)
+    except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+        run.close(Outcome(job.tag, states.FAILURE))
+        raise
+    except BaseException as exc:
+        outcome = run.internal_error(exc)
+    return run.close(outcome)
 
 
 def _when(exc: Retry) -> str:

@@ -56,10 +56,10 @@ class Process:
     """A `celeriac ...` command running in its own process group, with its output in a file."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None,
-                 name: str = "proc", program: list[str] | None = None) -> None:
+                 name: str = "proc", program: list[str] | None = None, logdir: Path | None = None) -> None:
         self.args = [*(program or [CELERIAC]), *args]
         self.cwd = cwd
-        self.logfile = cwd / f"{name}-{time.monotonic_ns()}.log"
+        self.logfile = (logdir or cwd) / f"{name}-{time.monotonic_ns()}.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(cwd)}
         full_env.update(env or {})
         with open(self.logfile, "wb") as out:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from tests.helpers import CELERIAC, Process, require_port
 
 HERE = Path(__file__).resolve().parent
+LOGS = Path(tempfile.mkdtemp(prefix="celeriac-interop-"))
 DB_URL = "redis://127.0.0.1:6379/6"
 
 
@@ -18,9 +20,9 @@ def start(impl: str, queues: str, *extra: str, name: str = "w") -> Process:
     common = ["-A", "itasks", "worker", "-l", "info", "-P", "solo", "-Q", queues, "-n", f"{name}@%h"]
     if impl == "celery":
         proc = Process([*common, "--without-mingle", "--without-gossip", *extra], HERE, env,
-                       name=f"celery-{name}", program=[sys.executable, "-m", "celery"])
+                       name=f"celery-{name}", program=[sys.executable, "-m", "celery"], logdir=LOGS)
     else:
-        proc = Process([*common, *extra], HERE, env, name=f"celeriac-{name}")
+        proc = Process([*common, *extra], HERE, env, name=f"celeriac-{name}", logdir=LOGS)
     proc.wait_for_log("ready.", timeout=60)
     return proc
 

@@ -74,15 +74,20 @@ def beat(obj: Any, schedule_filename: str | None, scheduler: str | None,
 
 
 def _banner(app: Any, service: Any, loglevel: str, logfile: str | None) -> str:
+    from . import beat as beat_package
     from .schedules import humanize_seconds
     from .urls import mask_url
 
     scheduler = service.scheduler
     cls = type(scheduler)
+    module = cls.__module__
+    # celeriac.beat's schedulers live in its submodules: show the name users give ``-S``.
+    if module.startswith("celeriac.beat.") and getattr(beat_package, cls.__qualname__, None) is cls:
+        module = "celeriac.beat"
     return BANNER.format(
         timestamp=datetime.now().replace(microsecond=0),
         broker=mask_url(app.broker_url),
-        scheduler=f"{cls.__module__}.{cls.__qualname__}",
+        scheduler=f"{module}.{cls.__qualname__}",
         scheduler_info=scheduler.info,
         logfile=logfile or "[stderr]",
         loglevel=loglevel.upper(),

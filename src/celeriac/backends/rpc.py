@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import states
-from ..brokers.amqp import AMQPBroker, AMQPSubscription
+from ..brokers.amqp import AMQPBroker
+from ..brokers.amqp_consumer import AMQPSubscription
 from ..brokers.base import Envelope
 from ..entities import Exchange, Queue
 from ..exceptions import ImproperlyConfigured, TimeoutError

@@ -13,6 +13,8 @@ are the envelope's; bodies travel raw. Beyond Celery (details in docs/notes-amqp
   ``*.``x28 ``<queue>``, so direct queues (``celery``) get delayed messages too.
 - Reconnection with backoff for publishing and consuming, over a ``;`` failover list; stale
   delivery tags after a reconnect are ignored (RabbitMQ redelivers those messages).
+
+The consumer side, `AMQPSubscription`, is in `celeriac.brokers.amqp_consumer`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import amqp
 from amqp.exceptions import AccessRefused, ChannelError, NotAllowed, NotFound, PreconditionFailed
@@ -35,7 +36,10 @@ from amqp.exceptions import AccessRefused, ChannelError, NotAllowed, NotFound, P
 from ..entities import Exchange, Queue
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..urls import mask_url, parse_url, split_urls
-from .base import Broker, Delivery, Envelope, FanoutSubscription, Route, Subscription
+from .base import Broker, Envelope, Route
+
+if TYPE_CHECKING:
+    from .amqp_consumer import AMQPSubscription
 
 __all__ = ["AMQPBroker", "AMQPSubscription", "connection_params", "delay_binding_key", "delay_routing_key",
            "envelope_from_message", "message_from_envelope"]
@@ -502,11 +506,15 @@ class AMQPBroker(Broker):
 
     def subscribe(self, queues: Sequence[str], *, prefetch: int) -> AMQPSubscription:
         """Consume queues (names) with basic_qos(prefetch) and manual acks."""
+        from .amqp_consumer import AMQPSubscription
+
         return AMQPSubscription(self, list(queues), prefetch)
 
     def subscribe_queue(self, queue: Queue, *, prefetch: int = 0, no_ack: bool = False) -> AMQPSubscription:
         """Declare `queue` on a new consumer connection (exclusive queues too) and consume it."""
         self.queues[queue.name] = queue
+        from .amqp_consumer import AMQPSubscription
+
         return AMQPSubscription(self, [queue.name], prefetch, no_ack=no_ack)
 
     def subscribe_fanout(
@@ -628,237 +636,11 @@ def _bind_celery_delayed(channel: Any, queue: Queue) -> None:
             channel.queue_bind(queue.name, exchange.name, key)
 
 
-class AMQPSubscription(Subscription, FanoutSubscription):
-    """A consumer of some queues on its own connection. Used from one thread.
+def __getattr__(name: str) -> Any:
+    # AMQPSubscription moved to amqp_consumer, which imports this module: loaded on first use
+    # (not at the top, which would be a cycle), so `from .amqp import AMQPSubscription` works.
+    if name == "AMQPSubscription":
+        from .amqp_consumer import AMQPSubscription
 
-    RabbitMQ pushes up to `prefetch` unacked messages (basic_qos); they wait in a buffer for
-    `get_many`. A delivery's tag is (connection generation, delivery tag): after a reconnect the
-    old tags are stale, and RabbitMQ redelivers those messages by itself. With a heartbeat, a
-    small thread keeps sending heartbeats while the consumer thread is busy elsewhere.
-    """
-
-    def __init__(self, broker: AMQPBroker, queues: list[str], prefetch: int, *, no_ack: bool = False) -> None:
-        self.broker = broker
-        self.queues = queues
-        self.prefetch = max(0, min(int(prefetch or 0), 65535))  # basic_qos takes a short
-        self.no_ack = no_ack
-        self.connection: amqp.Connection | None = None
-        self.channel: Any = None
-        self.generation = 0
-        self.buffer: deque[Delivery] = deque()
-        self.unacked: set[int] = set()
-        self._consumers: dict[str, str] = {}
-        self._closed = threading.Event()
-        self._last_tick = time.monotonic()
-        self._pid = os.getpid()
-        broker.retrying(self._connect, "subscribing")
-        self._beat: threading.Thread | None = None
-        if broker.heartbeat > 0:
-            self._beat = threading.Thread(target=self._beat_loop, name="celeriac-amqp-heartbeat", daemon=True)
-            self._beat.start()
-
-    # -- connection -------------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        connection = self.broker.connect(heartbeat=self.broker.heartbeat)
-        # New generation first: deliveries arrive while later basic.consume calls wait.
-        self.generation += 1
-        self.unacked.clear()
-        self.buffer.clear()
-        self._consumers = {f"celeriac.{self.generation}.{i}": name for i, name in enumerate(self.queues)}
-        try:
-            channel = connection.channel()
-            known = [self.broker.queues[name] for name in self.queues if name in self.broker.queues]
-            for queue in known:  # again after a restart: auto-delete queues are gone
-                declare_queue(channel, queue)
-            if self.prefetch:
-                channel.basic_qos(0, self.prefetch, self._qos_global(connection, known))
-            self.connection, self.channel = connection, channel
-            for tag, name in self._consumers.items():
-                self._consume(tag, name)
-        except BaseException as exc:
-            close_connection(connection, polite=False)
-            self.connection = self.channel = None
-            if isinstance(exc, ChannelError):
-                raise OperationalError(f"Cannot consume {self.queues} at {self.broker.masked_url}: {exc}") from exc
-            raise
-        self._last_tick = time.monotonic()
-
-    def _consume(self, tag: str, name: str) -> None:
-        known = self.broker.queues.get(name)
-        arguments = (known.consumer_arguments if known is not None else None) or {}
-        self.channel.basic_consume(name, consumer_tag=tag, callback=self._on_message,
-                                   no_ack=self.no_ack, arguments=arguments)
-
-    def set_queues(self, queues: Sequence[str]) -> None:
-        """Consume from these queues from now on (basic.consume / basic.cancel)."""
-        wanted = list(dict.fromkeys(queues))
-        if self.channel is not None:
-            try:
-                for tag, name in list(self._consumers.items()):
-                    if name not in wanted:
-                        self.channel.basic_cancel(tag)
-                        del self._consumers[tag]
-                for name in wanted:
-                    if name not in self._consumers.values():
-                        if name in self.broker.queues:
-                            declare_queue(self.channel, self.broker.queues[name])
-                        tag = f"celeriac.{self.generation}.{uuid.uuid4().hex[:8]}"
-                        self._consumers[tag] = name
-                        self._consume(tag, name)
-            except ChannelError as exc:
-                self._lost(exc)
-                raise OperationalError(f"Cannot consume {wanted} at {self.broker.masked_url}: {exc}") from exc
-            except CONNECTION_ERRORS as exc:
-                self._lost(exc)  # the next get_many reconnects with the new list
-        self.queues = wanted
-
-    @staticmethod
-    def _qos_global(connection: amqp.Connection, queues: list[Queue]) -> bool:
-        # As kombu/Celery: RabbitMQ 3.3-3.x applies a "global" prefetch per channel, which is
-        # what a worker means; quorum queues do not support it, and 4.x dropped it.
-        if any(q.queue_arguments.get("x-queue-type") == "quorum" for q in queues):
-            return False
-        try:
-            major, minor = (int(p) for p in str(connection.server_properties.get("version")).split(".")[:2])
-        except ValueError:
-            return False
-        return (3, 3) <= (major, minor) < (4, 0)
-
-    def _lost(self, exc: BaseException) -> None:
-        logger.warning("Lost the connection to RabbitMQ at %s: %s; reconnecting",
-                       self.broker.masked_url, exc or type(exc).__name__)
-        if self.connection is not None:
-            close_connection(self.connection, polite=False)
-        self.connection = self.channel = None
-        self.buffer.clear()  # unacked: RabbitMQ redelivers them
-        self.unacked.clear()
-
-    def _on_message(self, message: amqp.Message) -> None:
-        envelope = envelope_from_message(message)
-        info = message.delivery_info
-        queue = self._consumers.get(info.get("consumer_tag", ""), str(info.get("routing_key", "")))
-        if str(info.get("exchange", "")).startswith("celery_delayed_"):
-            # Out of the delay levels: name the queue itself, so a retry routed by
-            # `request.delivery_info` goes straight back to it, not into a delay level.
-            envelope.properties["delivery_info"].update(exchange="", routing_key=queue)
-        if not self.no_ack:
-            self.unacked.add(info["delivery_tag"])
-        delivery = Delivery(envelope, queue, (self.generation, info["delivery_tag"]), bool(info.get("redelivered")))
-        self.buffer.append(delivery)
-
-    # -- heartbeats -------------------------------------------------------------------------
-
-    def _beat_loop(self) -> None:
-        # While the consumer thread is away (a full prefetch, a long task), send heartbeats
-        # from here: py-amqp serializes frame writes with a lock.
-        while not self._closed.wait(self.broker.heartbeat / 4):
-            connection = self.connection
-            interval = getattr(connection, "heartbeat", 0) or 0
-            if not interval or time.monotonic() - self._last_tick < interval / 2:
-                continue
-            try:
-                connection.send_heartbeat()  # type: ignore[union-attr]
-            except Exception as exc:  # the consumer thread will notice and reconnect
-                logger.debug("Heartbeat not sent: %r", exc)
-
-    # -- fetching ---------------------------------------------------------------------------
-
-    def _pump(self, timeout: float) -> None:
-        """Read frames for up to `timeout` seconds, then whatever else has arrived; tick."""
-        assert self.connection is not None
-        try:
-            self.connection.drain_events(timeout=timeout)
-            for _ in range(10_000):
-                self.connection.drain_events(timeout=0)
-        except TimeoutError:
-            pass
-        # After reading, so heartbeats that waited in the socket count as received.
-        self.connection.heartbeat_tick(rate=2)
-        self._last_tick = time.monotonic()
-
-    def get_many(self, limit: int, timeout: float) -> list[Delivery]:
-        """Return up to `limit` deliveries, waiting up to `timeout` s for the first one.
-
-        Reconnects (with backoff) after a lost connection; raises `OperationalError` when
-        the retries are used up.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self.connection is None:
-                    self.broker.retrying(self._connect, "reconnecting the consumer")
-                self._pump(0)
-                step = (self.connection.heartbeat or 4.0) / 4  # type: ignore[union-attr]
-                while not self.buffer and (remaining := deadline - time.monotonic()) > 0:
-                    self._pump(min(remaining, step))
-                break
-            except (*CONNECTION_ERRORS, ChannelError) as exc:  # ChannelError: queue deleted
-                self._lost(exc)
-        return [self.buffer.popleft() for _ in range(min(limit, len(self.buffer)))]
-
-    def get(self, timeout: float) -> Envelope | None:
-        """The next message's envelope (acked), or None after `timeout` seconds."""
-        deliveries = self.get_many(1, timeout)
-        if not deliveries:
-            return None
-        self.ack_many(deliveries)
-        return deliveries[0].envelope
-
-    # -- settling ---------------------------------------------------------------------------
-
-    def _current(self, delivery: Delivery) -> int | None:
-        generation, tag = delivery.tag
-        if self.no_ack or generation != self.generation or self.channel is None or tag not in self.unacked:
-            return None  # stale (RabbitMQ redelivers it), already settled, or no acks at all
-        return int(tag)
-
-    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """One `multiple` basic_ack for the run of tags below any still held, single acks after."""
-        tags = sorted(t for t in map(self._current, deliveries) if t is not None)
-        if not tags:
-            return
-        held = self.unacked.difference(tags)
-        below = min(held) if held else math.inf
-        run = [t for t in tags if t < below]
-        try:
-            if run:
-                self.channel.basic_ack(run[-1], multiple=len(run) > 1)
-            for tag in tags[len(run):]:
-                self.channel.basic_ack(tag)
-        except (*CONNECTION_ERRORS, ChannelError) as exc:
-            self._lost(exc)  # RabbitMQ redelivers what was not acked
-            return
-        self.unacked.difference_update(tags)
-
-    def reject(self, delivery: Delivery, *, requeue: bool) -> None:
-        """basic_reject: drop the message, or give it back to its queue."""
-        tag = self._current(delivery)
-        if tag is None:
-            return
-        try:
-            self.channel.basic_reject(tag, requeue=requeue)
-        except (*CONNECTION_ERRORS, ChannelError) as exc:
-            self._lost(exc)
-            return
-        self.unacked.discard(tag)
-
-    def defer(self, delivery: Delivery, not_before: float) -> None:
-        """Publish a copy through the delay levels to the same queue (confirmed), then ack."""
-        envelope = delivery.envelope
-        properties = {k: v for k, v in envelope.properties.items() if k != "delivery_info"}
-        copy = Envelope(envelope.body, envelope.headers, properties, envelope.content_type, envelope.content_encoding)
-        self.broker.publish(copy, Route(queue=delivery.queue, exchange="", routing_key=delivery.queue),
-                            not_before=not_before)
-        self.ack_many([delivery])
-
-    def close(self) -> None:
-        """Close the connection: RabbitMQ gives every unacked delivery back to its queue."""
-        self._closed.set()
-        if self._beat is not None:
-            self._beat.join(timeout=5)
-        connection, self.connection, self.channel = self.connection, None, None
-        self.buffer.clear()
-        self.unacked.clear()
-        if connection is not None and self._pid == os.getpid():  # not a forked copy's
-            close_connection(connection)
+        return AMQPSubscription
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

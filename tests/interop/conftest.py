@@ -14,9 +14,9 @@ LOGS = Path(tempfile.mkdtemp(prefix="celeriac-interop-"))
 DB_URL = "redis://127.0.0.1:6379/6"
 
 
-def start(impl: str, queues: str, *extra: str, name: str = "w") -> Process:
+def start(impl: str, queues: str, *extra: str, name: str = "w", env: dict[str, str] | None = None) -> Process:
     """A worker of either implementation, running tests/interop/itasks.py."""
-    env = {"IMPL": impl, "PYTHONPATH": str(HERE), "INTEROP_URL": DB_URL}
+    env = {"IMPL": impl, "PYTHONPATH": str(HERE), "INTEROP_URL": DB_URL, **(env or {})}
     common = ["-A", "itasks", "worker", "-l", "info", "-P", "solo", "-Q", queues, "-n", f"{name}@%h"]
     if impl == "celery":
         proc = Process([*common, "--without-mingle", "--without-gossip", *extra], HERE, env,

@@ -10,10 +10,10 @@ else:
     from celeriac import Celery
 
 URL = os.environ.get("INTEROP_URL", "redis://127.0.0.1:6379/6")
-app = Celery("interop", broker=URL, backend=URL)
+app = Celery("interop", broker=URL, backend=os.environ.get("INTEROP_BACKEND", URL))
 app.conf.task_default_queue = os.environ.get("INTEROP_QUEUE", "interop")
 app.conf.worker_hijack_root_logger = False
-counter = redis.Redis.from_url(URL)
+counter = redis.Redis.from_url("redis://127.0.0.1:6379/6")  # the tests read what tasks record
 
 
 class MyError(Exception):

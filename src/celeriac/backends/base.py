@@ -219,8 +219,12 @@ class Backend(abc.ABC):
         if isinstance(result, BaseException):
             result = exception_to_dict(result)
         meta = self.make_meta(task_id, result, state, traceback, request, children)
-        self._set(TASK_KEYPREFIX + task_id, self.encode(meta), self.expires)
+        self._write_meta(meta, request)
         return meta
+
+    def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
+        """Store one meta. Key-value stores use this; tables and rpc:// override it."""
+        self._set(TASK_KEYPREFIX + meta["task_id"], self.encode(meta), self.expires)
 
     def store_many(self, metas: Iterable[dict[str, Any]]) -> None:
         """Store prepared metas in one round trip where the store can."""

@@ -325,7 +325,7 @@ class DatabaseBackend(Backend):
             )
         return values
 
-    def _write_meta(self, conn: sa.Connection, meta: dict[str, Any]) -> None:
+    def _write_row(self, conn: sa.Connection, meta: dict[str, Any]) -> None:
         table = self.task_table
         task_id = meta["task_id"]
         values = self._row_values(meta)
@@ -341,7 +341,7 @@ class DatabaseBackend(Backend):
     def _store_metas(self, metas: Sequence[dict[str, Any]]) -> None:
         def write(conn: sa.Connection) -> None:
             for meta in metas:
-                self._write_meta(conn, meta)
+                self._write_row(conn, meta)
 
         try:
             self._run(write)
@@ -349,21 +349,9 @@ class DatabaseBackend(Backend):
             # Another process inserted the same task id between our read and insert.
             self._run(write)
 
-    def store_result(
-        self,
-        task_id: str,
-        result: Any,
-        state: str,
-        traceback: str | None = None,
-        request: Any = None,
-        children: list | None = None,
-    ) -> dict[str, Any]:
+    def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
         """Store a state in the task's row (created on first write)."""
-        if isinstance(result, BaseException):
-            result = exception_to_dict(result)
-        meta = self.make_meta(task_id, result, state, traceback, request, children)
         self._store_metas([meta])
-        return meta
 
     def store_many(self, metas: Any) -> None:
         """Store prepared metas in one transaction."""

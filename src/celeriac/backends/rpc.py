@@ -32,7 +32,7 @@ from ..brokers.base import Envelope
 from ..entities import Exchange, Queue
 from ..exceptions import ImproperlyConfigured, TimeoutError
 from ..serialization import dumps, loads
-from .base import Backend, exception_to_dict
+from .base import Backend
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -125,29 +125,18 @@ class RPCBackend(Backend):
 
     # -- the worker's side -----------------------------------------------------------------
 
-    def store_result(
-        self,
-        task_id: str,
-        result: Any,
-        state: str,
-        traceback: str | None = None,
-        request: Any = None,
-        children: list | None = None,
-    ) -> dict[str, Any]:
+    def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
         """Send the state to the task's `reply_to` queue (nothing is sent without one)."""
-        if isinstance(result, BaseException):
-            result = exception_to_dict(result)
-        meta = self.make_meta(task_id, result, state, traceback, request, children)
+        task_id = meta["task_id"]
         reply_to = getattr(request, "reply_to", None)
         if not reply_to:
-            logger.debug("No reply_to for task %s: its %s state is not sent", task_id, state)
-            return meta
+            logger.debug("No reply_to for task %s: its %s state is not sent", task_id, meta["status"])
+            return
         correlation_id = getattr(request, "correlation_id", None) or task_id
         body, content_type, content_encoding = dumps(meta, self.serializer)
         properties = {"correlation_id": correlation_id, "priority": 0, "delivery_mode": self.delivery_mode}
         envelope = Envelope(body, {}, properties, content_type, content_encoding)
         self.broker.send(envelope, "", reply_to)
-        return meta
 
     def store_many(self, metas: Iterable[dict[str, Any]]) -> None:
         """Not possible: a reply needs the request's `reply_to`; use `store_result`."""

@@ -107,23 +107,13 @@ class DatabaseBackend(Backend):
             "worker": getattr(request, "hostname", None),
         }
 
-    def store_result(
-        self,
-        task_id: str,
-        result: Any,
-        state: str,
-        traceback: str | None = None,
-        request: Any = None,
-        children: list | None = None,
-    ) -> dict[str, Any]:
+    def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
         """Write the task's row (created on first write); a stored SUCCESS is kept."""
         from django.db import IntegrityError, router, transaction
         from django.db.models.functions import Now
 
-        if isinstance(result, BaseException):
-            result = exception_to_dict(result)
-        meta = self.make_meta(task_id, result, state, traceback, request, children)
-        content_type, encoding, text = self.encode_content(result)
+        task_id, state, traceback = meta["task_id"], meta["status"], meta["traceback"]
+        content_type, encoding, text = self.encode_content(meta["result"])
         extra = {"children": meta["children"]}
         for key in ("group_id", "parent_id"):
             if key in meta:
@@ -145,14 +135,13 @@ class DatabaseBackend(Backend):
         # keeps its first success) without locking, so SQLite never has to upgrade a read
         # lock and MySQL takes no gap lock.
         if self._update(rows, task_id, fields):
-            return meta
+            return
         if not rows.filter(task_id=task_id).exists():
             try:
                 with transaction.atomic(using=rows.db):
                     rows.create(task_id=task_id, **fields)
             except IntegrityError:  # created by another process a moment ago
                 self._update(rows, task_id, fields)
-        return meta
 
     @staticmethod
     def _update(rows: Any, task_id: str, fields: dict[str, Any]) -> int:

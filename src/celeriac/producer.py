@@ -113,6 +113,32 @@ def _declare_once(app: Celery, broker: Any, queue_name: str) -> None:
         app._declared.add(queue_name)
 
 
+def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
+    """Publish prepared (envelope, route, not_before) items: one round trip where possible."""
+    broker = app.broker
+    if not broker.delays_on_publish:
+        items = [(envelope, route, None) for envelope, route, _ in items]
+    if any(not envelope.headers.get("ignore_result") for envelope, _, _ in items):
+        app.backend.on_task_call()
+    for envelope, route, _ in items:
+        _declare_once(app, broker, route.queue)
+        if signals.before_task_publish.receivers:
+            signals.before_task_publish.send(
+                sender=envelope.headers["task"], body=envelope.body, exchange=route.exchange,
+                routing_key=route.routing_key, headers=envelope.headers,
+                properties=envelope.properties, declare=[], retry_policy=None,
+            )
+    if len(items) == 1:
+        broker.publish(items[0][0], items[0][1], not_before=items[0][2])
+    else:
+        broker.publish_many(items)
+    if signals.after_task_publish.receivers:
+        for envelope, route, _ in items:
+            signals.after_task_publish.send(sender=envelope.headers["task"], body=envelope.body,
+                                            headers=envelope.headers, exchange=route.exchange,
+                                            routing_key=route.routing_key)
+
+
 def send_task_message(
     app: Celery,
     name: str,
@@ -123,48 +149,19 @@ def send_task_message(
 ) -> AsyncResult[Any]:
     """Publish one task message; return its AsyncResult."""
     envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
-    broker = app.broker
-    _declare_once(app, broker, route.queue)
-    if not broker.delays_on_publish:
-        not_before = None
-    if not envelope.headers.get("ignore_result"):
-        app.backend.on_task_call()
-    if signals.before_task_publish.receivers:
-        signals.before_task_publish.send(
-            sender=name, body=envelope.body, exchange=route.exchange, routing_key=route.routing_key,
-            headers=envelope.headers, properties=envelope.properties, declare=[], retry_policy=None,
-        )
-    broker.publish(envelope, route, not_before=not_before)
-    if signals.after_task_publish.receivers:
-        signals.after_task_publish.send(sender=name, body=envelope.body, headers=envelope.headers,
-                                        exchange=route.exchange, routing_key=route.routing_key)
+    _publish(app, [(envelope, route, not_before)])
     return AsyncResult(task_id, app=app, task_name=name)
 
 
 def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]]) -> list[AsyncResult[Any]]:
     """Publish many task messages in as few round trips as the broker allows."""
-    broker = app.broker
     items = []
     results = []
-    wants_results = False
     for name, args, kwargs, options in messages:
-        task = app.tasks.get(name)
-        envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
-        _declare_once(app, broker, route.queue)
-        if signals.before_task_publish.receivers:
-            signals.before_task_publish.send(
-                sender=name, body=envelope.body, exchange=route.exchange, routing_key=route.routing_key,
-                headers=envelope.headers, properties=envelope.properties, declare=[], retry_policy=None,
-            )
-        wants_results = wants_results or not envelope.headers.get("ignore_result")
-        items.append((envelope, route, not_before if broker.delays_on_publish else None))
+        envelope, route, not_before, task_id = prepare_task_message(
+            app, name, args, kwargs, dict(options), app.tasks.get(name))
+        items.append((envelope, route, not_before))
         results.append(AsyncResult(task_id, app=app, task_name=name))
-    if wants_results:
-        app.backend.on_task_call()
-    broker.publish_many(items)
-    if signals.after_task_publish.receivers:
-        for envelope, route, _ in items:
-            signals.after_task_publish.send(sender=envelope.headers["task"], body=envelope.body,
-                                            headers=envelope.headers, exchange=route.exchange,
-                                            routing_key=route.routing_key)
+    if items:
+        _publish(app, items)
     return results

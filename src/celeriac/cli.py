@@ -110,22 +110,46 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, result_bac
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL"], case_sensitive=False))
 @click.option("-Q", "--queues", help="Comma-separated queues to consume (default: all task_queues).")
 @click.option("-c", "--concurrency", type=int, help="Number of processes/threads (default: CPU count).")
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Pool (default prefork).")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
+              help="Pool (default prefork); asyncio runs async def tasks on one event loop.")
 @click.option("-n", "--hostname", help="Node name, e.g. w1@%h.")
 @click.option("--prefetch-multiplier", type=int, help="Messages to prefetch per process.")
+@click.option("--disable-prefetch", is_flag=True, default=None,
+              help="Take a message only when a process is free (worker_disable_prefetch).")
 @click.option("--max-tasks-per-child", type=int, help="Replace a pool process after this many tasks.")
+@click.option("--max-memory-per-child", type=int,
+              help="Replace a pool process after a task leaves it above this many KiB resident.")
+@click.option("--autoscale", help="max,min: grow and shrink the pool with the load.")
+@click.option("--time-limit", type=float, help="Hard time limit (s) for tasks that set none.")
+@click.option("--soft-time-limit", type=float, help="Soft time limit (s) for tasks that set none.")
+@click.option("-B", "--beat", is_flag=True, help="Also run the periodic task scheduler in this process.")
+@click.option("-s", "--schedule-filename", "--schedule", help="Beat's schedule file (with -B).")
+@click.option("-S", "--scheduler", help="Beat's scheduler class (with -B).")
+@click.option("-E", "--task-events", is_flag=True, help="Accepted for Celery compatibility.")
+@click.option("--without-gossip", is_flag=True, help="Accepted for Celery compatibility.")
+@click.option("--without-mingle", is_flag=True, help="Accepted for Celery compatibility.")
+@click.option("--without-heartbeat", is_flag=True, help="Accepted for Celery compatibility.")
+@click.option("-O", "optimization", help="Accepted for Celery compatibility.")
 @click.option("-f", "--logfile", help="Log to this file instead of stderr.")
 @pass_ctx
 def worker(ctx: Context, loglevel: str, queues: str | None, concurrency: int | None, pool: str | None,
-           hostname: str | None, prefetch_multiplier: int | None, max_tasks_per_child: int | None,
-           logfile: str | None) -> None:
+           hostname: str | None, prefetch_multiplier: int | None, disable_prefetch: bool | None,
+           max_tasks_per_child: int | None, max_memory_per_child: int | None, autoscale: str | None,
+           time_limit: float | None, soft_time_limit: float | None, beat: bool,
+           schedule_filename: str | None, scheduler: str | None, logfile: str | None,
+           **ignored: Any) -> None:
     """Start a worker."""
     from .worker.worker import Worker
 
+    app = ctx.app
+    if disable_prefetch:
+        app.conf.worker_disable_prefetch = True
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    code = Worker(ctx.app, queues=names, concurrency=concurrency, pool=pool, hostname=hostname,
+    code = Worker(app, queues=names, concurrency=concurrency, pool=pool, hostname=hostname,
                   prefetch_multiplier=prefetch_multiplier, loglevel=loglevel, logfile=logfile,
-                  max_tasks_per_child=max_tasks_per_child).start()
+                  max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child,
+                  autoscale=autoscale, time_limit=time_limit, soft_time_limit=soft_time_limit,
+                  beat=beat, schedule_filename=schedule_filename, scheduler=scheduler).start()
     sys.exit(code)
 
 
@@ -200,6 +224,147 @@ def purge(ctx: Context, force: bool, queues: str | None) -> None:
     total = sum(app.broker.purge(name) for name in names)
     click.echo(f"Purged {total} message{'s' if total != 1 else ''} from {len(names)} known task "
                f"queue{'s' if len(names) != 1 else ''}.")
+
+
+# -- remote control: inspect, control, status ------------------------------------------------
+
+EX_UNAVAILABLE = 69  # as Celery, when no worker answers
+
+
+def _remote_options(fun: Any) -> Any:
+    fun = click.option("-j", "--json", "as_json", is_flag=True, help="Print the replies as JSON.")(fun)
+    fun = click.option("-d", "--destination", help="Comma-separated node names.")(fun)
+    fun = click.option("-t", "--timeout", type=float, default=1.0, show_default=True,
+                       help="Seconds to wait for each reply.")(fun)
+    return fun
+
+
+def _destination(value: str | None) -> list[str] | None:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+
+
+def _pretty(reply: Any) -> tuple[str, str]:
+    """Celery's CLI rendering of one node's reply: (status, text)."""
+    if isinstance(reply, list):
+        return "OK", "\n".join(f"* {item}" for item in reply) if reply else "- empty -"
+    if isinstance(reply, dict) and ("ok" in reply or "error" in reply):
+        if "error" in reply:
+            return "ERROR", str(reply["error"])
+        return "OK", str(reply["ok"])
+    if isinstance(reply, dict):
+        return "OK", json.dumps(reply, sort_keys=True, indent=4, default=repr)
+    return "OK", str(reply)
+
+
+def _say_reply(reply: dict[str, Any], show_body: bool = True) -> None:
+    node, value = next(iter(reply.items()))
+    status, text = _pretty(value)
+    click.echo(f"->  {node}: {status}")
+    if show_body and text:
+        click.echo("\n".join("    " + line for line in text.splitlines()))
+
+
+def _compile_arguments(name: str, args: list[str]) -> dict[str, Any]:
+    """Positional CLI words -> the command's keyword arguments (as Celery's CLI)."""
+    from .worker.control import COMMANDS
+
+    meta = COMMANDS[name]
+    arguments: dict[str, Any] = {}
+    rest = list(args)
+    for index, (arg_name, kind) in enumerate(meta.args):
+        if index >= len(rest):
+            break
+        arguments[arg_name] = kind(rest[index])
+    rest = rest[len(meta.args):]
+    if rest and not meta.variadic:
+        raise click.UsageError(f"Command {name!r} takes arguments: {meta.signature}")
+    if meta.variadic:
+        arguments[meta.variadic] = rest
+    return arguments
+
+
+def _check_command(kind: str, name: str) -> None:
+    from .worker.control import COMMANDS
+
+    names = sorted(n for n, meta in COMMANDS.items() if meta.type == kind and meta.visible and n == meta.name)
+    if name not in names:
+        raise click.UsageError(f"Command {name} not recognized. Available {kind} commands: {', '.join(names)}")
+
+
+def _finish_remote(replies: Any, as_json: bool) -> None:
+    if not replies:
+        click.echo("Error: No nodes replied within time constraint", err=True)
+        sys.exit(EX_UNAVAILABLE)
+    if as_json:
+        click.echo(json.dumps(replies, default=repr))
+        return
+    count = len(replies)
+    click.echo(f"\n{count} node{'s' if count != 1 else ''} online.")
+
+
+def _app_of(click_ctx: click.Context) -> Celery:
+    obj = click_ctx.find_object(Context)
+    if obj is None:
+        raise click.UsageError("no application: use -A")
+    return obj.app
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@click.argument("command")
+@_remote_options
+@click.pass_context
+def inspect(click_ctx: click.Context, command: str, timeout: float, destination: str | None,
+            as_json: bool) -> None:
+    """Ask the workers: ping, active, reserved, scheduled, registered, stats, revoked, ..."""
+    _check_command("inspect", command)
+    app = _app_of(click_ctx)
+    arguments = _compile_arguments(command, click_ctx.args)
+    callback = None if as_json else _say_reply
+    replies = app.control.inspect(timeout=timeout, destination=_destination(destination),
+                                  callback=callback)._request(command, **arguments)
+    _finish_remote(replies, as_json)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@click.argument("command")
+@_remote_options
+@click.pass_context
+def control(click_ctx: click.Context, command: str, timeout: float, destination: str | None,
+            as_json: bool) -> None:
+    """Tell the workers: revoke, rate_limit, shutdown, pool_grow, add_consumer, ..."""
+    _check_command("control", command)
+    app = _app_of(click_ctx)
+    arguments = _compile_arguments(command, click_ctx.args)
+    callback = None if as_json else _say_reply
+    replies = app.control.broadcast(command, arguments=arguments, destination=_destination(destination),
+                                    reply=True, timeout=timeout, callback=callback)
+    if replies and not as_json:
+        from .control import flatten_reply
+
+        replies = flatten_reply(replies)
+    _finish_remote(replies, as_json)
+
+
+@cli.command()
+@_remote_options
+@pass_ctx
+def status(ctx: Context, timeout: float, destination: str | None, as_json: bool) -> None:
+    """List the workers that are online."""
+    callback = None if as_json else (lambda reply: _say_reply(reply, show_body=False))
+    replies = ctx.app.control.inspect(timeout=timeout, destination=_destination(destination),
+                                      callback=callback).ping()
+    _finish_remote(replies, as_json)
+
+
+def _add_beat() -> None:
+    try:
+        from .beat_cli import beat
+    except ImportError:  # beat is optional
+        return
+    cli.add_command(beat)
+
+
+_add_beat()
 
 
 def main(argv: list[str] | None = None, app: Celery | None = None) -> None:

@@ -1,8 +1,8 @@
 """Run a real worker inside the test process: `with start_worker(app): ...`.
 
-The worker consumes in a thread with the `solo` or `threads` pool, through the app's real
-broker and backend (memory://, SQLite, Redis, ...), so messages are serialized and acked
-exactly as in production.
+The worker consumes in a thread with the `solo`, `threads` or `asyncio` pool, through the
+app's real broker and backend (memory://, SQLite, Redis, ...), so messages are serialized and
+acked exactly as in production; it answers remote control (`app.control.ping()`, ...) too.
 """
 
 from __future__ import annotations

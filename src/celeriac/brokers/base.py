@@ -80,6 +80,14 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Stop consuming; deliveries not acked are given back to their queues."""
 
+    def set_prefetch(self, prefetch: int) -> None:
+        """Hold at most `prefetch` unacked deliveries from now on (the pool was resized).
+
+        The default updates a `prefetch` attribute where the subscription keeps one.
+        """
+        if hasattr(self, "prefetch"):
+            self.prefetch = prefetch
+
     def set_queues(self, queues: Sequence[str]) -> None:
         """Consume from these queues from now on (`add_consumer`/`cancel_consumer`).
 

@@ -182,22 +182,20 @@ class SQLiteBroker(Broker):
         conn.execute("DELETE FROM celeriac_bindings WHERE queue = ?", (queue,))
 
     def store_revoked(self, task_ids: Sequence[str], expires: float) -> None:
-        with fork_lock:  # also called from the worker's control thread
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("INSERT OR REPLACE INTO celeriac_revoked VALUES (?, ?)",
-                                 [(task_id, expires) for task_id in task_ids])
-                conn.execute("DELETE FROM celeriac_revoked WHERE expires_at <= ?", (time.time(),))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR REPLACE INTO celeriac_revoked VALUES (?, ?)",
+                             [(task_id, expires) for task_id in task_ids])
+            conn.execute("DELETE FROM celeriac_revoked WHERE expires_at <= ?", (time.time(),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def load_revoked(self) -> list[str]:
-        with fork_lock:
-            rows = self.conn.execute("SELECT task_id FROM celeriac_revoked WHERE expires_at > ?",
-                                     (time.time(),)).fetchall()
+        rows = self.conn.execute("SELECT task_id FROM celeriac_revoked WHERE expires_at > ?",
+                                 (time.time(),)).fetchall()
         return [row[0] for row in rows]
 
     def close(self) -> None:

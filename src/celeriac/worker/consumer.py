@@ -1,5 +1,10 @@
 """The consumer loop: fetch deliveries, check them on headers alone, hand jobs to the pool,
 ack or reject when they end. One loop, top to bottom, in `Consumer.run()`.
+
+Also here, because they decide when a job may start: revoked ids (skipped on receipt and
+again before a held job starts), ETAs (near ones on a timer, far ones given back to the
+broker), rate limits (a job waits on the timer for its slot), and how much to prefetch.
+Remote-control commands that change this state run in the loop through `call_soon`.
 """
 
 from __future__ import annotations
@@ -7,19 +12,29 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from ..brokers.base import Delivery, Subscription
-from ..exceptions import DecodeError, NotRegistered, TaskRevokedError
-from ..protocol import parse_iso8601, task_message_from_envelope
-from .execute import ACK, REJECT, REQUEUE, Job, Outcome
+from ..brokers.base import Delivery, Subscription, change_queues
+from ..exceptions import (
+    DecodeError,
+    NotRegistered,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from ..protocol import TaskMessage, decode_body, parse_iso8601, task_message_from_envelope
+from ..task import Context
+from .execute import ACK, REJECT, REQUEUE, Job, Outcome, build_request
+from .ratelimit import RateLimits
 
 if TYPE_CHECKING:
     from ..app import Celery
+    from .autoscale import Autoscaler
+    from .revoked import RevokedTasks
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -29,68 +44,117 @@ DEFER_ETA_AFTER = 10.0
 
 
 class Consumer:
-    """Moves messages from a subscription to a pool and back."""
+    """Moves messages from a subscription to a pool and back.
+
+    Args:
+        prefetch_multiplier: Messages held per pool slot (`worker_prefetch_multiplier`).
+        fair: Hold no more messages than there are free slots (`worker_disable_prefetch`,
+            and always when a task is `acks_late`): a long task then never keeps messages
+            that idle workers could run (celery#2788).
+    """
 
     def __init__(self, app: Celery, subscription: Subscription, pool: Any, *, hostname: str,
-                 prefetch: int, accept: frozenset[str] | None) -> None:
+                 prefetch_multiplier: int, accept: frozenset[str] | None, queues: list[Any],
+                 revoked: RevokedTasks, autoscaler: Autoscaler | None = None,
+                 fair: bool = False) -> None:
         self.app = app
         self.sub = subscription
         self.pool = pool
         self.hostname = hostname
-        self.prefetch = max(prefetch, pool.limit)
+        self.multiplier = max(1, int(prefetch_multiplier or 1))
         self.accept = accept
+        self.queues = list(queues)
+        self.revoked = revoked
+        self.autoscaler = autoscaler
+        self.fair = fair
+        self.limits = RateLimits(app.tasks, disabled=bool(app.conf.worker_disable_rate_limits))
         self.fetching = True
         self.held: dict[int, tuple[Delivery, Job]] = {}   # received, not finished
         self.waiting: deque[int] = deque()                  # held, ready, not yet in the pool
-        self.timers: list[tuple[float, int]] = []           # (due, tag) for near ETAs
+        self.timers: list[tuple[float, int]] = []           # (due, tag): ETAs and rate limits
+        self.rate_cleared: set[int] = set()                 # on a timer for its rate-limit slot
+        self.active: dict[int, Job] = {}                    # in the pool
         self.to_ack: list[Delivery] = []
+        self.calls: deque[Callable[[], None]] = deque()     # from the control thread
+        self.totals: Counter[str] = Counter()
+        self.terminating: dict[int, int] = {}               # tag -> signal sent (revoke, terminate)
+        #: (hard, soft) for tasks that set none: `task_time_limit`, `--time-limit`, ...
+        self.default_time_limits: tuple[float | None, float | None] = (None, None)
         self._tags = 0
         self.task_count = 0
+
+    @property
+    def prefetch(self) -> int:
+        """Messages held at most: pool size (autoscale: its max) times the multiplier."""
+        size = self.autoscaler.max_concurrency if self.autoscaler is not None else self.pool.limit
+        return max(size, 1) * self.multiplier
 
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, keep_going: Callable[[], bool]) -> None:
-        """Consume until `keep_going()` is false; then let running tasks finish."""
+        """Consume until `keep_going()` is false."""
         while keep_going():
+            self._run_calls()
             self._finish(self.pool.poll(0))
             self._release_due_timers()
             self._dispatch()
-            room = self.prefetch - len(self.held)
-            if self.fetching and room > 0:
-                deliveries = self.sub.get_many(room, self._fetch_timeout())
-                for delivery in deliveries:
+            room = self._room()
+            if room > 0:
+                for delivery in self.sub.get_many(room, self._fetch_timeout()):
                     self._receive(delivery)
                 self._dispatch()
-            else:
+            if self.autoscaler is not None and self.autoscaler.maybe_scale(len(self.held)):
+                self._dispatch()
+            if room <= 0 or self.waiting:  # the pool is full: wait for a task to end
                 self._finish(self.pool.poll(self._pool_timeout()))
             self._flush_acks()
         self._flush_acks()
 
-    def drain(self, timeout: float | None = None) -> None:
-        """Warm stop: fetch nothing more, finish running tasks, give back the rest."""
+    def drain(self, deadline: float | None = None) -> bool:
+        """Warm stop: fetch nothing more, let running tasks finish (until `deadline`, a
+        monotonic time). Returns whether all finished."""
         self.fetching = False
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.pool.running() or self._in_pool():
-            if deadline is not None and time.monotonic() > deadline:
-                break
+        while self.active:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._run_calls()
             self._finish(self.pool.poll(0.2))
             self._flush_acks()
         self._flush_acks()
+        return True
 
-    def _in_pool(self) -> bool:
-        return any(tag not in self.waiting for tag in self.held) and self.pool.running() > 0
+    def _room(self) -> int:
+        if not self.fetching or not self.queues:
+            return 0
+        room = self.prefetch - len(self.held)
+        if self.fair:  # only what free slots (autoscale: slots it may grow to) can start now
+            size = self.autoscaler.max_concurrency if self.autoscaler is not None else self.pool.limit
+            room = min(room, size - len(self.active) - len(self.waiting))
+        return room
 
     def _fetch_timeout(self) -> float:
-        if self.waiting or self.pool.running():
-            return 0.0 if self.waiting else 0.02
-        if self.timers:
-            return max(0.0, min(1.0, self.timers[0][0] - time.time()))
-        return 1.0
+        if self.waiting:
+            return 0.0  # work is at hand: take what is there and go wait for the pool
+        if self.active:
+            return 0.02  # a slot is free: wait for a message, but not long (acks, outcomes)
+        return self._pool_timeout()
 
     def _pool_timeout(self) -> float:
         if self.timers:
             return max(0.0, min(1.0, self.timers[0][0] - time.time()))
         return 1.0
+
+    def _run_calls(self) -> None:
+        while self.calls:
+            call = self.calls.popleft()
+            try:
+                call()
+            except Exception:
+                logger.exception("Control command failed in the consumer")
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run `call` in the consumer's thread at the start of its next turn."""
+        self.calls.append(call)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -100,6 +164,7 @@ class Consumer:
             message = task_message_from_envelope(envelope, self.accept or None)
         except DecodeError as exc:
             logger.error("Rejecting undecodable message from queue %r: %s", delivery.queue, exc)
+            signals.task_rejected.send(sender=self, message=envelope, exc=exc)
             self.sub.reject(delivery, requeue=False)
             return
         headers = message.headers
@@ -108,6 +173,7 @@ class Consumer:
             logger.error("Refusing to deserialize untrusted content of type %s for task %s[%s]: "
                          "add it to accept_content to allow it; message rejected",
                          envelope.content_type, name, task_id)
+            signals.task_rejected.send(sender=self, message=envelope, exc=None)
             self.sub.reject(delivery, requeue=False)
             return
         task = self.app.tasks.get(name)
@@ -119,10 +185,9 @@ class Consumer:
             signals.task_unknown.send(sender=self, name=name, id=task_id, message=message, exc=None)
             self.sub.reject(delivery, requeue=False)
             return
-        if self._expired(headers):
-            logger.info("Discarding expired task %s[%s]", name, task_id)
-            self._store_quietly(task_id, TaskRevokedError("expired"), states.REVOKED)
-            signals.task_revoked.send(sender=task, request=None, terminated=False, signum=None, expired=True)
+        if self._expired(headers) or task_id in self.revoked:
+            expired = task_id not in self.revoked
+            self._discard(self._make_job(0, delivery, message, task), task, expired=expired)
             self.sub.ack(delivery)
             return
         eta = _timestamp(headers.get("eta"))
@@ -130,28 +195,56 @@ class Consumer:
             self.sub.defer(delivery, eta)
             return
         logger.info("Task %s[%s] received", name, task_id)
-        timelimit = headers.get("timelimit") or (None, None)
-        hard = timelimit[0] if timelimit[0] is not None else task.time_limit
-        soft = timelimit[1] if len(timelimit) > 1 and timelimit[1] is not None else task.soft_time_limit
         self._tags += 1
-        delivery_info = {
-            "exchange": envelope.properties.get("delivery_info", {}).get("exchange", ""),
-            "routing_key": envelope.properties.get("delivery_info", {}).get("routing_key", delivery.queue),
-            "priority": envelope.properties.get("priority"),
-            "redelivered": delivery.redelivered,
-        }
-        job = Job(self._tags, message, delivery_info, self.accept, bool(task.acks_late), (hard, soft))
+        job = self._make_job(self._tags, delivery, message, task)
         self.held[job.tag] = (delivery, job)
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=job)
+        if self.autoscaler is not None:
+            self.autoscaler.note_received()
         if eta is not None and eta > time.time():
             heapq.heappush(self.timers, (eta, job.tag))
         else:
             self.waiting.append(job.tag)
 
+    def _make_job(self, tag: int, delivery: Delivery, message: TaskMessage, task: Any) -> Job:
+        headers = message.headers
+        timelimit = list(headers.get("timelimit") or ()) + [None, None]
+        default_hard, default_soft = self.default_time_limits
+        hard = _first(timelimit[0], task.time_limit, default_hard)
+        soft = _first(timelimit[1], task.soft_time_limit, default_soft)
+        properties = delivery.envelope.properties
+        info = properties.get("delivery_info") or {}
+        delivery_info = {
+            "exchange": info.get("exchange", ""),
+            "routing_key": info.get("routing_key", delivery.queue),
+            "priority": properties.get("priority"),
+            "redelivered": delivery.redelivered,
+        }
+        return Job(tag, message, delivery_info, self.accept, bool(task.acks_late), (hard, soft))
+
     def _expired(self, headers: dict[str, Any]) -> bool:
         expires = _timestamp(headers.get("expires"))
         return expires is not None and expires < time.time()
+
+    def _discard(self, job: Job, task: Any, *, expired: bool, terminated: bool = False,
+                 signum: int | None = None) -> None:
+        """A revoked or expired task: store REVOKED, tell task_revoked receivers."""
+        why = "expired" if expired else "terminated" if terminated else "revoked"
+        logger.info("Discarding %s task %s[%s]", why, job.task_name, job.task_id)
+        if not task.ignore_result or task.store_errors_even_if_ignored:
+            self._store_quietly(job.task_id, TaskRevokedError(why), states.REVOKED)
+        if signals.task_revoked.receivers:
+            signals.task_revoked.send(sender=task, request=self.request_of(job), terminated=terminated,
+                                      signum=signum, expired=expired)
+
+    def request_of(self, job: Job) -> Context:
+        """`self.request` as the task would see it (arguments decoded when possible)."""
+        try:
+            args, kwargs, embed = decode_body(job.message, job.accept)
+        except Exception:  # a revoked message need not be decodable to be skipped
+            args, kwargs, embed = None, None, {}
+        return build_request(job, args, kwargs, embed, self.hostname)
 
     def _store_quietly(self, task_id: str, exc: BaseException, state: str) -> None:
         try:
@@ -163,12 +256,29 @@ class Consumer:
         now = time.time()
         while self.timers and self.timers[0][0] <= now:
             _, tag = heapq.heappop(self.timers)
-            self.waiting.append(tag)
+            if tag in self.held:
+                self.waiting.append(tag)
 
     def _dispatch(self) -> None:
         while self.waiting and self.pool.free() > 0:
             tag = self.waiting.popleft()
             delivery, job = self.held[tag]
+            if job.task_id in self.revoked:
+                del self.held[tag]
+                self.rate_cleared.discard(tag)
+                self._discard(job, self.app.tasks[job.task_name], expired=False)
+                self.sub.ack(delivery)
+                continue
+            if tag in self.rate_cleared:
+                self.rate_cleared.discard(tag)
+            else:
+                start = self.limits.reserve(job.task_name)
+                if start > time.time():  # wait for its rate-limit slot; others go first
+                    self.rate_cleared.add(tag)
+                    heapq.heappush(self.timers, (start, tag))
+                    continue
+            job.time_start = time.time()
+            self.active[tag] = job
             if not job.acks_late:
                 self.to_ack.append(delivery)
             self.pool.submit(job)
@@ -178,7 +288,10 @@ class Consumer:
     def _finish(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             delivery, job = self.held.pop(outcome.tag)
+            self.active.pop(outcome.tag, None)
+            self.terminating.pop(outcome.tag, None)
             self.task_count += 1
+            self.totals[job.task_name] += 1
             self._log(job, outcome)
             if not job.acks_late:
                 continue  # acked when it went to the pool
@@ -208,29 +321,84 @@ class Consumer:
             self.sub.ack_many(acks)
 
     def give_back(self) -> None:
-        """Return every held message that did not run (warm stop) to the broker."""
+        """Return every held message that is not running to the broker (warm stop)."""
         self._flush_acks()
-        for tag in list(self.waiting) + [tag for _, tag in self.timers]:
-            delivery, job = self.held.pop(tag)
-            if job.acks_late or tag in self.waiting or True:
-                self.sub.reject(delivery, requeue=True)
+        for tag in [tag for tag in self.held if tag not in self.active]:
+            delivery, _job = self.held.pop(tag)
+            self.sub.reject(delivery, requeue=True)
         self.waiting.clear()
         self.timers.clear()
+        self.rate_cleared.clear()
 
     def lost_outcome(self, job: Job, exc: BaseException) -> Outcome:
-        """A pool process died or hit its hard time limit while running `job`."""
-        requeue = job.acks_late and self.app.tasks[job.task_name].reject_on_worker_lost is not False
-        from ..exceptions import TimeLimitExceeded
-
-        if isinstance(exc, TimeLimitExceeded):
+        """A job that did not end by itself: its process died, a hard (or, for async tasks,
+        soft) time limit stopped it, or revoke terminated it."""
+        task = self.app.tasks[job.task_name]
+        if job.task_id in self.revoked:
+            signum = self.terminating.get(job.tag)
+            self._discard(job, task, expired=False, terminated=True, signum=signum)
+            return Outcome(job.tag, states.REVOKED, ACK, summary=f"terminated by revoke ({exc!r})")
+        store = not task.ignore_result or task.store_errors_even_if_ignored
+        if isinstance(exc, TimeLimitExceeded | SoftTimeLimitExceeded):
             requeue = False
-        if not requeue:
+        else:
+            requeue = job.acks_late and task.reject_on_worker_lost is not False
+        if not requeue and store:
             self._store_quietly(job.task_id, exc, states.FAILURE)
-        action = REQUEUE if requeue else (ACK if not job.acks_late or
-                                          self.app.tasks[job.task_name].acks_on_failure_or_timeout
-                                          else REJECT)
+        if requeue:
+            action = REQUEUE
+        else:
+            action = ACK if not job.acks_late or task.acks_on_failure_or_timeout else REJECT
         summary = f"{exc!r}" + (" (message requeued)" if requeue else "")
         return Outcome(job.tag, states.FAILURE, action, summary=summary)
+
+    # -- remote control ----------------------------------------------------------------
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Stop the running task `task_id` (revoke with terminate); False if not running here
+        or the pool cannot stop it."""
+        for tag, job in list(self.active.items()):
+            if job.task_id == task_id:
+                self.terminating[tag] = signum
+                return bool(self.pool.terminate_job(tag, signum))
+        return False
+
+    def add_queue(self, queue: Any) -> None:
+        if any(q.name == queue.name for q in self.queues):
+            return
+        self.app.broker.declare([queue])
+        self.queues.append(queue)
+        change_queues(self.sub, [q.name for q in self.queues])
+        logger.info("Started consuming from %s", queue.name)
+
+    def cancel_queue(self, name: str) -> None:
+        kept = [q for q in self.queues if q.name != name]
+        if len(kept) == len(self.queues):
+            return
+        self.queues = kept
+        change_queues(self.sub, [q.name for q in kept])
+        logger.info("Stopped consuming from %s", name)
+
+    def resize_pool(self, n: int) -> None:
+        """Grow (n > 0) or shrink (n < 0) the pool; the prefetch follows."""
+        if n > 0:
+            self.pool.grow(n)
+        elif n < 0:
+            self.pool.shrink(-n)
+        self.sub.set_prefetch(self.prefetch)
+
+    def jobs(self) -> tuple[list[Job], list[Job], list[tuple[float, Job]]]:
+        """(active, reserved, scheduled) jobs, for inspect commands from another thread."""
+        held = dict(list(self.held.items()))
+        active = list(self.active.values())
+        timed = {tag: due for due, tag in list(self.timers) if tag not in self.rate_cleared}
+        reserved = [job for tag, (_d, job) in held.items() if tag not in self.active and tag not in timed]
+        scheduled = [(due, held[tag][1]) for tag, due in timed.items() if tag in held]
+        return active, reserved, scheduled
+
+
+def _first(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
 
 
 def _timestamp(value: Any) -> float | None:

@@ -195,6 +195,7 @@ class TaskRun:
         self.job = job
         self.hostname = hostname
         self.task = app.tasks[job.task_name]
+        self.task_id = job.task_id
         self.args = args
         self.kwargs = kwargs
         self.request = build_request(job, args, kwargs, embed, hostname)
@@ -211,18 +212,18 @@ class TaskRun:
         _state.push_current_task(task)
         self.pushed = True
         if signals.task_prerun.receivers:
-            signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=self.args,
+            signals.task_prerun.send(sender=task, task_id=self.task_id, task=task, args=self.args,
                                      kwargs=self.kwargs)
-        task.before_start(request.id, self.args, self.kwargs)
+        task.before_start(self.task_id, self.args, self.kwargs)
         if task.track_started and not (request.ignore_result or task.ignore_result):
-            self.app.backend.mark_as_started(request.id, request=request, pid=os.getpid(),
+            self.app.backend.mark_as_started(self.task_id, request=request, pid=os.getpid(),
                                              hostname=self.hostname)
 
     def succeeded(self, retval: Any) -> Outcome:
         task, request, backend = self.task, self.request, self.app.backend
         if not (request.ignore_result or task.ignore_result):
-            backend.mark_as_done(request.id, retval, request=request)
-        task.on_success(retval, request.id, self.args, self.kwargs)
+            backend.mark_as_done(self.task_id, retval, request=request)
+        task.on_success(retval, self.task_id, self.args, self.kwargs)
         if signals.task_success.receivers:
             signals.task_success.send(sender=task, result=retval, runtime=time.monotonic() - self.started)
         _send_links(self.app, request, retval)
@@ -237,8 +238,8 @@ class TaskRun:
             einfo = ExceptionInfo(exc)
             reason = exc.exc if exc.exc is not None else exc
             if self.store_errors:
-                self.app.backend.mark_as_retry(request.id, reason, einfo.traceback, request=request)
-            task.on_retry(exc.exc, request.id, self.args, self.kwargs, einfo)
+                self.app.backend.mark_as_retry(self.task_id, reason, einfo.traceback, request=request)
+            task.on_retry(reason, self.task_id, self.args, self.kwargs, einfo)
             if signals.task_retry.receivers:
                 signals.task_retry.send(sender=task, request=request, reason=exc, einfo=einfo)
             return self._after(Outcome(job.tag, states.RETRY, ACK, summary=f"Retry in {_when(exc)}: {reason!r}"), exc)
@@ -249,10 +250,10 @@ class TaskRun:
                                        summary=f"rejected: {exc.reason!r}"), exc)
         einfo = ExceptionInfo(exc)
         if self.store_errors:
-            self.app.backend.mark_as_failure(request.id, exc, einfo.traceback, request=request)
-        task.on_failure(exc, request.id, self.args, self.kwargs, einfo)
+            self.app.backend.mark_as_failure(self.task_id, exc, einfo.traceback, request=request)
+        task.on_failure(exc, self.task_id, self.args, self.kwargs, einfo)
         if signals.task_failure.receivers:
-            signals.task_failure.send(sender=task, task_id=request.id, exception=exc, args=self.args,
+            signals.task_failure.send(sender=task, task_id=self.task_id, exception=exc, args=self.args,
                                       kwargs=self.kwargs, traceback=exc.__traceback__, einfo=einfo)
         _send_errbacks(self.app, task, request, exc, einfo.traceback)
         action = ACK if (not job.acks_late or task.acks_on_failure_or_timeout) else REJECT
@@ -260,11 +261,11 @@ class TaskRun:
                                    traceback=einfo.traceback), exc, einfo)
 
     def _after(self, outcome: Outcome, retval: Any, einfo: ExceptionInfo | None = None) -> Outcome:
-        task, request = self.task, self.request
+        task = self.task
         if outcome.state not in IGNORE_STATES:
-            task.after_return(outcome.state, retval, request.id, self.args, self.kwargs, einfo)
+            task.after_return(outcome.state, retval, self.task_id, self.args, self.kwargs, einfo)
         if signals.task_postrun.receivers:
-            signals.task_postrun.send(sender=task, task_id=request.id, task=task, args=self.args,
+            signals.task_postrun.send(sender=task, task_id=self.task_id, task=task, args=self.args,
                                       kwargs=self.kwargs, retval=retval, state=outcome.state)
         return outcome
 
@@ -304,7 +305,11 @@ def execute_job(app: Celery, job: Job, hostname: str) -> Outcome:
     try:
         run.start()
         try:
-            with time_limits(job.time_limit[1], job.time_limit[0]):
+            hard, soft = job.time_limit
+            if hard or soft:
+                with time_limits(soft, hard):
+                    retval = _call_with_autoretry(run.task, run.args, run.kwargs)
+            else:
                 retval = _call_with_autoretry(run.task, run.args, run.kwargs)
         except BaseException as exc:
             outcome = run.raised(exc)

@@ -1,23 +1,30 @@
-"""Pools run jobs: `solo` (in the consumer's thread), `threads`, and `prefork` (see prefork.py).
+"""Pools run jobs: `solo` (in the consumer's thread), `threads`, `prefork` (prefork.py) and
+`asyncio` (asyncio_pool.py).
 
 A pool takes jobs with `submit()` while `free()` > 0 and hands back `Outcome`s from `poll()`.
+Every pool has `limit` (its size), `grow(n)`/`shrink(n)` where it can change size, and
+`terminate_job(tag, signum)` where it can stop a running job (revoke with terminate).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .execute import Job, Outcome
+from .. import states
+from .execute import ACK, Job, Outcome
 
 Runner = Callable[[Job], Outcome]
 
 
 class SoloPool:
-    """Runs each job at once in the calling thread: no hand-off, the fastest for short tasks."""
+    """Runs each job at once in the calling thread: no hand-off, the fastest for short tasks.
+
+    Time limits use SIGALRM when that thread is the main thread (the `worker` command).
+    """
 
     name = "solo"
 
@@ -36,54 +43,73 @@ class SoloPool:
         return 0
 
     def submit(self, job: Job) -> None:
+        job.worker_pid = os.getpid()
         self._done.append(self.runner(job))
 
     def poll(self, timeout: float) -> list[Outcome]:
         done, self._done = self._done, []
         return done
 
+    def terminate_job(self, tag: int, signum: int) -> bool:
+        return False  # the job runs in the consumer's own thread
+
     def stop(self, wait: bool = True) -> None:
         pass
 
     def info(self) -> dict[str, Any]:
-        return {"implementation": "solo", "max-concurrency": 1}
+        return {"implementation": "solo", "max-concurrency": 1, "processes": [os.getpid()]}
 
 
 class ThreadPool:
-    """Runs jobs on `limit` threads. Hard time limits cannot stop a thread (see ARCHITECTURE)."""
+    """Runs jobs on `limit` threads; `grow`/`shrink` add or retire threads.
+
+    Threads cannot be killed: time limits are raised inside the task's thread at its next
+    bytecode (see timelimits.py), and revoke's `terminate` cannot stop a running task.
+    """
 
     name = "threads"
 
-    def __init__(self, runner: Runner, limit: int) -> None:
+    def __init__(self, runner: Runner, limit: int, done: queue.SimpleQueue[Outcome] | None = None) -> None:
         self.runner = runner
         self.limit = limit
         self._busy = 0
         self._lock = threading.Lock()
-        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._executor: ThreadPoolExecutor | None = None
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue() if done is None else done
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._executor = ThreadPoolExecutor(self.limit, thread_name_prefix="celeriac-worker")
+        self._add_threads(self.limit)
+
+    def _add_threads(self, n: int) -> None:
+        for _ in range(n):
+            thread = threading.Thread(target=self._work, name=f"celeriac-worker-{len(self._threads) + 1}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                outcome = self.runner(job)
+            except BaseException as exc:  # the runner never raises; keep the count right if it does
+                outcome = Outcome(job.tag, states.FAILURE, ACK, summary=repr(exc))
+            self._done.put(outcome)
 
     def free(self) -> int:
-        return self.limit - self._busy
+        return max(self.limit - self._busy, 0)
 
     def running(self) -> int:
         return self._busy
 
-    def _run(self, job: Job) -> None:
-        try:
-            self._done.put(self.runner(job))
-        except BaseException as exc:  # the runner never raises; keep the count right if it does
-            from .. import states
-
-            self._done.put(Outcome(job.tag, states.FAILURE, "ack", summary=repr(exc)))
-
     def submit(self, job: Job) -> None:
-        assert self._executor is not None
+        job.worker_pid = os.getpid()
         with self._lock:
             self._busy += 1
-        self._executor.submit(self._run, job)
+        self._jobs.put(job)
 
     def poll(self, timeout: float) -> list[Outcome]:
         out = []
@@ -97,16 +123,37 @@ class ThreadPool:
             self._busy -= len(out)
         return out
 
+    def grow(self, n: int = 1) -> None:
+        self.limit += n
+        self._add_threads(n)
+
+    def shrink(self, n: int = 1) -> None:
+        n = min(n, self.limit - 1)
+        if n <= 0:
+            raise ValueError("can't shrink the pool below one thread")
+        self.limit -= n
+        self._threads = self._threads[n:]
+        for _ in range(n):  # a thread takes one after its current job, and exits
+            self._jobs.put(None)
+
+    def terminate_job(self, tag: int, signum: int) -> bool:
+        return False
+
     def stop(self, wait: bool = True) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait, cancel_futures=not wait)
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+        self._threads = []
 
     def info(self) -> dict[str, Any]:
-        return {"implementation": "threads", "max-concurrency": self.limit}
+        return {"implementation": "threads", "max-concurrency": self.limit,
+                "processes": [os.getpid()]}
 
 
 def create_pool(name: str, runner: Runner, limit: int, **options: Any) -> Any:
-    """The pool named by `-P`: prefork (default), threads, solo."""
+    """The pool named by `-P`: prefork (default), threads, solo, asyncio."""
     if name == "solo":
         return SoloPool(runner)
     if name in ("threads", "thread"):
@@ -115,4 +162,8 @@ def create_pool(name: str, runner: Runner, limit: int, **options: Any) -> Any:
         from .prefork import PreforkPool
 
         return PreforkPool(runner, limit, **options)
-    raise ValueError(f"Unknown pool {name!r}: use prefork, threads or solo")
+    if name == "asyncio":
+        from .asyncio_pool import AsyncioPool
+
+        return AsyncioPool(runner, limit, **options)
+    raise ValueError(f"Unknown pool {name!r}: use prefork, threads, solo or asyncio")

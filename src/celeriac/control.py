@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .brokers.base import Envelope, drop_queue, persist_revoked
+from .brokers.base import Envelope
 from .entities import Exchange, Queue
 from .serialization import accept_content_types, dumps, loads
 
@@ -237,7 +237,7 @@ class Control:
             return self._collect(subscription, ticket, limit, timeout, callback)
         finally:
             subscription.close()
-            drop_queue(broker, queue.name, exchange, oid)
+            broker.delete_queue(queue.name, exchange, oid)
 
     def _publish(self, broker: Any, message: dict[str, Any], timeout: float) -> None:
         headers = {"expires": time.time() + timeout if timeout else 0}
@@ -272,7 +272,7 @@ class Control:
         are not running now.
         """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        persist_revoked(self.app.broker, ids, time.time() + REVOKE_EXPIRES)
+        self.app.broker.store_revoked(ids, time.time() + REVOKE_EXPIRES)
         return self.broadcast("revoke", destination=destination, arguments={
             "task_id": task_id, "terminate": terminate, "signal": signal}, **kwargs)
 

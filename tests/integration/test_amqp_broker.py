@@ -32,11 +32,6 @@ from celeriac.brokers.base import (
     Envelope,
     FanoutSubscription,
     Route,
-    change_queues,
-    drop_queue,
-    fetch_revoked,
-    open_fanout,
-    persist_revoked,
 )
 from celeriac.exceptions import ImproperlyConfigured, OperationalError
 
@@ -245,12 +240,12 @@ def test_set_queues_adds_and_cancels_consumers(broker: AMQPBroker, cleanup: Clea
     broker.declare([Queue(a, Exchange(""), a), Queue(b, Exchange(""), b)])
     sub = broker.subscribe([a], prefetch=10)
     try:
-        change_queues(sub, [a, b])
+        sub.set_queues([a, b])
         broker.publish(envelope(task_id="to-b"), to_queue(b))
         (got,) = drain(sub, 1)
         assert (got.envelope.headers["id"], got.queue) == ("to-b", b)
         sub.ack(got)
-        change_queues(sub, [b])
+        sub.set_queues([b])
         broker.publish(envelope(task_id="to-a"), to_queue(a))
         assert sub.get_many(5, 0.3) == []
         assert ready_count(a) == 1
@@ -260,11 +255,11 @@ def test_set_queues_adds_and_cancels_consumers(broker: AMQPBroker, cleanup: Clea
 
 def test_revoked_ids_kept_until_they_expire(broker: AMQPBroker, cleanup: Cleanup) -> None:
     broker.revoked_queue = cleanup.queue(unique("revoked"))  # not the shared celeriac.revoked
-    persist_revoked(broker, ["r-1", "r-2"], time.time() + 60)
+    broker.store_revoked(["r-1", "r-2"], time.time() + 60)
     broker.store_revoked(["gone"], time.time() + 0.05)
     time.sleep(0.1)
-    assert sorted(fetch_revoked(broker)) == ["r-1", "r-2"]
-    assert sorted(fetch_revoked(broker)) == ["r-1", "r-2"]  # reading keeps them
+    assert sorted(broker.load_revoked()) == ["r-1", "r-2"]
+    assert sorted(broker.load_revoked()) == ["r-1", "r-2"]  # reading keeps them
 
 
 def test_priority_queue_serves_highest_first(broker: AMQPBroker, cleanup: Cleanup) -> None:
@@ -298,7 +293,7 @@ def test_purge_and_delete(broker: AMQPBroker, queue: str) -> None:
     broker.publish_many([(envelope(), to_queue(queue), None)] * 3)
     assert broker.purge(queue) == 3
     assert broker.purge(unique("never-declared")) == 0
-    drop_queue(broker, queue, queue, queue)
+    broker.delete_queue(queue, queue, queue)
     with pytest.raises(amqp.exceptions.NotFound):
         ready_count(queue)
 
@@ -535,8 +530,8 @@ def test_celery_native_delayed_delivery_reaches_our_quorum_queue(broker: AMQPBro
 def test_fanout_reaches_every_subscriber_in_pidbox_layout(broker: AMQPBroker, cleanup: Cleanup) -> None:
     exchange = cleanup.exchange(unique("pidbox"))
     args = {"x-expires": 10000, "x-message-ttl": 300000}
-    one = open_fanout(broker, exchange, f"w1@h.{exchange}", args)
-    two = open_fanout(broker, exchange, f"w2@h.{exchange}", args)
+    one = broker.subscribe_fanout(exchange, f"w1@h.{exchange}", args)
+    two = broker.subscribe_fanout(exchange, f"w2@h.{exchange}", args)
     assert isinstance(one, FanoutSubscription)
     try:
         queues = list_queues()

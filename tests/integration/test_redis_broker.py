@@ -151,7 +151,7 @@ def test_named_direct_and_topic_exchanges(r, broker):
 def test_fanout_is_pubsub_on_kombus_channel(r, broker):
     broker.declare([Broadcast("bcast")])
     listener = broker.subscribe_fanout("bcast")
-    pidbox = broker.subscribe_fanout("celeryev", "worker.#")
+    pidbox = broker.subscribe_fanout("celeryev", routing_key="worker.#")
     assert listener.pattern == f"/{DB}.bcast" and pidbox.pattern == f"/{DB}.celeryev/worker.*"
     broker.publish(env("b"), Route("", "bcast", "", "fanout"))
     broker.publish_fanout("celeryev", env("e"), "worker.heartbeat")

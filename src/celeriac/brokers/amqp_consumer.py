@@ -98,6 +98,16 @@ class AMQPSubscription(Subscription, FanoutSubscription):
         self.channel.basic_consume(name, consumer_tag=tag, callback=self._on_message,
                                    no_ack=self.no_ack, arguments=arguments)
 
+    def set_prefetch(self, prefetch: int) -> None:
+        """Change how many unacked messages RabbitMQ pushes (basic_qos), e.g. on pool_grow."""
+        self.prefetch = max(0, min(int(prefetch or 0), 65535))
+        if self.channel is not None and self.connection is not None:
+            known = [self.broker.queues[name] for name in self.queues if name in self.broker.queues]
+            try:
+                self.channel.basic_qos(0, self.prefetch, self._qos_global(self.connection, known))
+            except CONNECTION_ERRORS as exc:
+                self._lost(exc)  # the next get_many reconnects with the new prefetch
+
     def set_queues(self, queues: Sequence[str]) -> None:
         """Consume from these queues from now on (basic.consume / basic.cancel)."""
         wanted = list(dict.fromkeys(queues))

@@ -9,8 +9,6 @@ be delivered (`not_before`, the durable ETA).
 from __future__ import annotations
 
 import abc
-import inspect
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,61 +185,3 @@ class Broker(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
-
-
-# -- adapters for brokers whose methods predate the interface above -----------------------
-# Callers go through these until every broker implements the interface; then each becomes
-# a plain method call and can go.
-
-
-def open_fanout(broker: Broker, exchange: str, queue: str | None = None,
-                queue_arguments: Mapping[str, Any] | None = None, *,
-                routing_key: str = "") -> FanoutSubscription:
-    """`broker.subscribe_fanout(...)` with the interface's signature."""
-    method: Any = broker.subscribe_fanout
-    if "binding_key" in inspect.signature(method).parameters:  # older (exchange, binding_key)
-        return method(exchange, routing_key)  # type: ignore[no-any-return]
-    return method(exchange, queue, queue_arguments, routing_key=routing_key)  # type: ignore[no-any-return]
-
-
-def drop_queue(broker: Broker, queue: str, exchange: str = "", routing_key: str = "") -> None:
-    """`broker.delete_queue(...)` with the interface's signature."""
-    method: Any = broker.delete_queue
-    if "exchange" in inspect.signature(method).parameters:
-        method(queue, exchange, routing_key)
-    else:  # older (queue): a broker that drops bindings with the queue (AMQP)
-        method(queue)
-
-
-def change_queues(subscription: Subscription, queues: Sequence[str]) -> None:
-    """`subscription.set_queues(queues)`; a subscription that reads its `queues` list on
-    every fetch (Redis) gets the new list directly."""
-    try:
-        subscription.set_queues(queues)
-    except NotImplementedError:
-        if not isinstance(getattr(subscription, "queues", None), list):
-            raise
-        subscription.queues = list(queues)  # type: ignore[attr-defined]
-
-
-#: The Redis key of persisted revokes: a sorted set of task ids scored by their expiry.
-REDIS_REVOKED_KEY = "celeriac.revoked"
-
-
-def persist_revoked(broker: Broker, task_ids: Sequence[str], expires: float) -> None:
-    """`broker.store_revoked(...)`; for Redis, a sorted set scored by expiry."""
-    if type(broker).store_revoked is Broker.store_revoked and type(broker).__name__ == "RedisBroker":
-        key = broker.prefix + REDIS_REVOKED_KEY  # type: ignore[attr-defined]
-        broker._pipe([("zadd", key, dict.fromkeys(task_ids, expires)),  # type: ignore[attr-defined]
-                      ("zremrangebyscore", key, "-inf", time.time())])
-        return
-    broker.store_revoked(task_ids, expires)
-
-
-def fetch_revoked(broker: Broker) -> list[str]:
-    """`broker.load_revoked()`; for Redis, the members of the sorted set not yet expired."""
-    if type(broker).load_revoked is Broker.load_revoked and type(broker).__name__ == "RedisBroker":
-        key = broker.prefix + REDIS_REVOKED_KEY  # type: ignore[attr-defined]
-        members = broker._retry(broker.client.zrangebyscore, key, time.time(), "+inf")  # type: ignore[attr-defined]
-        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-    return broker.load_revoked()

@@ -62,12 +62,15 @@ from ..exceptions import ImproperlyConfigured, OperationalError
 from ..urls import mask_url, parse_url, split_urls
 from . import redis_lua as lua
 from .base import Broker, Delivery, Envelope, Route, Subscription
+from .base import FanoutSubscription as BaseFanoutSubscription
 
 __all__ = ["RedisBroker", "RedisSubscription", "FanoutSubscription", "redis_client"]
 
 logger = logging.getLogger(__name__)
 
 SEP = "\x06\x16"
+#: Revoked task ids (celeriac): a sorted set scored by when each revoke expires.
+REVOKED_KEY = "celeriac.revoked"
 PRIORITY_STEPS = (0, 3, 6, 9)
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 _KOMBU_PROPERTIES = ("delivery_info", "priority", "body_encoding", "delivery_tag")
@@ -392,9 +395,25 @@ class RedisBroker(Broker):
         """Start consuming from queues (names), holding at most `prefetch` (0: no limit)."""
         return RedisSubscription(self, list(queues), prefetch)
 
-    def subscribe_fanout(self, exchange: str, binding_key: str = "") -> FanoutSubscription:
-        """Listen to a fanout exchange (PSUBSCRIBE; `#` in the binding key becomes `*`)."""
-        return FanoutSubscription(self, self.fanout_channel(exchange, binding_key.replace("#", "*")))
+    def subscribe_fanout(self, exchange: str, queue: str | None = None,
+                         queue_arguments: Mapping[str, Any] | None = None, *,
+                         routing_key: str = "") -> FanoutSubscription:
+        """Listen to a fanout exchange (PSUBSCRIBE; `#` in the binding key becomes `*`).
+
+        PUB/SUB needs no queue: `queue` and `queue_arguments` are accepted and unused.
+        """
+        return FanoutSubscription(self, self.fanout_channel(exchange, routing_key.replace("#", "*")))
+
+    def store_revoked(self, task_ids: Sequence[str], expires: float) -> None:
+        """Keep revoked ids in a sorted set scored by expiry; drop the expired ones."""
+        key = self.prefix + REVOKED_KEY
+        self._pipe([("zadd", key, dict.fromkeys(task_ids, expires)),
+                    ("zremrangebyscore", key, "-inf", time.time())])
+
+    def load_revoked(self) -> list[str]:
+        """Revoked ids not yet expired."""
+        members = self._retry(self.client.zrangebyscore, self.prefix + REVOKED_KEY, time.time(), "+inf")
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     def purge(self, queue: str) -> int:
         """Delete a queue's ready messages (every priority list); delayed ones stay."""
@@ -599,6 +618,10 @@ class RedisSubscription(Subscription):
             self._next_restore = now + b.restore_interval
             b.restore_visible()
 
+    def set_queues(self, queues: Sequence[str]) -> None:
+        """Consume these queues from the next fetch on (add_consumer / cancel_consumer)."""
+        self.queues = list(queues)
+
     # -- settling ---------------------------------------------------------------------------
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> None:
@@ -645,7 +668,7 @@ class RedisSubscription(Subscription):
             self.held.clear()
 
 
-class FanoutSubscription:
+class FanoutSubscription(BaseFanoutSubscription):
     """Messages of a fanout exchange (PUB/SUB pattern): broadcast, remote control, events."""
 
     def __init__(self, broker: RedisBroker, pattern: str) -> None:

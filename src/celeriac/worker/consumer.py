@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from ..brokers.base import Delivery, Subscription, change_queues
+from ..brokers.base import Delivery, Subscription
 from ..exceptions import (
     DecodeError,
     NotRegistered,
@@ -368,7 +368,7 @@ class Consumer:
             return
         self.app.broker.declare([queue])
         self.queues.append(queue)
-        change_queues(self.sub, [q.name for q in self.queues])
+        self.sub.set_queues([q.name for q in self.queues])
         logger.info("Started consuming from %s", queue.name)
 
     def cancel_queue(self, name: str) -> None:
@@ -376,7 +376,7 @@ class Consumer:
         if len(kept) == len(self.queues):
             return
         self.queues = kept
-        change_queues(self.sub, [q.name for q in kept])
+        self.sub.set_queues([q.name for q in kept])
         logger.info("Stopped consuming from %s", name)
 
     def resize_pool(self, n: int) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..brokers.base import Envelope, Route, open_fanout
+from ..brokers.base import Envelope, Route
 from ..control import decode, encode, node_queue_name, pidbox_exchange, queue_arguments
 from ..sqlite_util import fork_lock
 from . import control
@@ -54,7 +54,7 @@ class Mailbox(threading.Thread):
         self.app = worker.app
         self.hostname = worker.hostname
         self._stopping = threading.Event()
-        self.subscription = open_fanout(self.app.broker, pidbox_exchange(self.app),
+        self.subscription = self.app.broker.subscribe_fanout(pidbox_exchange(self.app),
                                         node_queue_name(self.app, self.hostname),
                                         queue_arguments(self.app))
 

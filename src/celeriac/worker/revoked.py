@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..brokers.base import fetch_revoked, persist_revoked
 from ..control import REVOKE_EXPIRES
 
 logger = logging.getLogger("celeriac.worker")
@@ -54,14 +53,14 @@ class RevokedTasks:
             self.purge()
         if persist and ids:
             try:
-                persist_revoked(self.broker, ids, until)
+                self.broker.store_revoked(ids, until)
             except Exception as exc:  # the in-memory revoke still holds on this worker
                 logger.warning("Could not store revoked ids in the broker: %r", exc)
 
     def load(self) -> int:
         """Add the ids stored in the broker; return how many."""
         try:
-            ids = fetch_revoked(self.broker)
+            ids = self.broker.load_revoked()
         except Exception as exc:
             logger.warning("Could not read revoked ids from the broker: %r", exc)
             return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import contextvars
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,31 @@ _current_app: Celery | None = None
 _apps: weakref.WeakSet[Any] = weakref.WeakSet()
 #: Functions decorated with @shared_task, with their options: added to every app.
 shared_task_factories: list[Any] = []
-_local = threading.local()
+
+
+class ContextLocal:
+    """Like `threading.local`, and also separate per asyncio task (backed by a ContextVar).
+
+    Values live in a dict that is copied on write, so a task never sees a value set by
+    another task, nor changes its parent's. `task.request` and the current task use it, so
+    they are right in threads and in `async def` tasks on one event loop alike.
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_var", contextvars.ContextVar(f"celeriac_local_{id(self):x}"))
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_var").get(None)
+        if values is None or name not in values:
+            raise AttributeError(name)
+        return values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        var = object.__getattribute__(self, "_var")
+        var.set({**(var.get(None) or {}), name: value})
+
+
+_local = ContextLocal()
 
 
 def set_current_app(app: Celery) -> None:

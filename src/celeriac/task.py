@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import sys
-import threading
 import traceback as traceback_module
 import uuid
 from collections.abc import Sequence
@@ -99,7 +98,7 @@ class Task(Generic[P, R]):
     _app: Celery | None = None
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self._local = _state.ContextLocal()
 
     # -- binding -----------------------------------------------------------------------
 

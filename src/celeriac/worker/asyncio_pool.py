@@ -5,9 +5,8 @@ loop in its own thread, so thousands of I/O-bound tasks need no thread each. `-c
 many tasks (async and sync together) run at once. Sync tasks of the same worker run on a
 thread pool of that size, as in the `threads` pool.
 
-`self.request` must be per asyncio task, not per thread: when the pool starts it gives each
-task (and the current-task stack) a `ContextLocal`, a thread-local that is also separate per
-asyncio task.
+`self.request` is per asyncio task, not only per thread: it lives in a `ContextLocal`
+(celeriac._state), a thread-local that is also separate per asyncio task.
 
 Revoke with terminate cancels an async task; time limits cancel it too, and the task sees
 `asyncio.CancelledError` (cancellation is how asyncio interrupts a coroutine): the result
@@ -25,42 +24,12 @@ import queue
 import threading
 from typing import Any
 
-from .. import _state, states
+from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from .execute import ACK, Job, Outcome, execute_job_async
 from .pools import Runner, ThreadPool
 
 logger = logging.getLogger("celeriac.worker")
-
-
-class ContextLocal:
-    """Like `threading.local`, and also separate per asyncio task (backed by a ContextVar).
-
-    Values live in a dict that is copied on write, so a task never sees a value set by
-    another task, nor changes its parent's.
-    """
-
-    def __init__(self) -> None:
-        object.__setattr__(self, "_var", contextvars.ContextVar(f"celeriac_local_{id(self):x}"))
-
-    def __getattr__(self, name: str) -> Any:
-        values = object.__getattribute__(self, "_var").get(None)
-        if values is None or name not in values:
-            raise AttributeError(name)
-        return values[name]
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        var = object.__getattribute__(self, "_var")
-        var.set({**(var.get(None) or {}), name: value})
-
-
-def install_context_locals(app: Any) -> None:
-    """Make `task.request` and the current task per asyncio task (see the module docstring)."""
-    if isinstance(_state._local, threading.local):
-        _state._local = ContextLocal()  # type: ignore[assignment]
-    for task in app.tasks.values():
-        if isinstance(getattr(task, "_local", None), threading.local):
-            task._local = ContextLocal()
 
 
 def is_async_task(task: Any) -> bool:
@@ -94,8 +63,6 @@ class AsyncioPool:
         self._loop.run_forever()
 
     def start(self) -> None:
-        if self.app is not None:
-            install_context_locals(self.app)
         self._threads.start()
         self._loop_thread.start()
 

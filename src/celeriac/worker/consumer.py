@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
 from ..brokers.base import Delivery, Subscription
+from ..chords import on_chord_part_return, send_errbacks
 from ..exceptions import (
     DecodeError,
     NotRegistered,
@@ -253,8 +254,11 @@ class Consumer:
         logger.info("Discarding %s task %s[%s]", why, job.task_name, job.task_id)
         if not task.ignore_result or task.store_errors_even_if_ignored:
             self._store_quietly(job.task_id, TaskRevokedError(why), states.REVOKED)
+        request = self.request_of(job)
+        if request.chord:  # the chord must not wait forever for a part that will not run
+            on_chord_part_return(self.app, request, states.REVOKED, TaskRevokedError(why))
         if signals.task_revoked.receivers:
-            signals.task_revoked.send(sender=task, request=self.request_of(job), terminated=terminated,
+            signals.task_revoked.send(sender=task, request=request, terminated=terminated,
                                       signum=signum, expired=expired)
 
     def request_of(self, job: Job) -> Context:
@@ -370,6 +374,8 @@ class Consumer:
             requeue = job.acks_late and task.reject_on_worker_lost is not False
         if not requeue and store:
             self._store_quietly(job.task_id, exc, states.FAILURE)
+        if not requeue:  # as a failure inside the task: chord part, rest of the chain, errbacks
+            send_errbacks(self.app, self.request_of(job), exc, None)
         if requeue:
             action = REQUEUE
         else:

@@ -68,11 +68,14 @@ def prepare_task_message(
     parent_id = options.get("parent_id")
     root_id = options.get("root_id")
     current = _state.get_current_task()
-    if current is not None and parent_id is None:
+    if current is not None:
         request = current.request
         if not request.called_directly and request.id:
-            parent_id = request.id
-            root_id = root_id or request.root_id
+            if parent_id is None:
+                parent_id = request.id
+                root_id = root_id or request.root_id
+            if request.children is not None and options.get("add_to_parent", True):
+                request.children.append([[task_id, None], None])  # shown as AsyncResult.children
     envelope = build_task_message(
         name,
         task_id,

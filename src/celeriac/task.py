@@ -52,6 +52,7 @@ class Context:
     properties: dict[str, Any] | None = None
     shadow: str | None = None
     stamps: Any = None
+    children: list[Any] | None = None
     called_directly: bool = True
 
     def __init__(self, **fields: Any) -> None:
@@ -301,6 +302,7 @@ class Task(Generic[P, R]):
             "link_error": request.errbacks,
             "origin": request.origin,
             "reply_to": request.reply_to,
+            "add_to_parent": False,  # the same task again, not a child of itself
             "queue": delivery_info.get("routing_key") if not delivery_info.get("exchange") else None,
             "exchange": delivery_info.get("exchange") or None,
             "routing_key": delivery_info.get("routing_key"),

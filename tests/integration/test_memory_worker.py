@@ -137,3 +137,23 @@ def test_link_and_chain_via_embed(app: Celery) -> None:
         callback_id = "cb-" + uuid.uuid4().hex
         add.apply_async((1, 2), link=add.s(10).set(task_id=callback_id))
         assert app.AsyncResult(callback_id).get(timeout=10) == 13
+
+
+def test_children_are_recorded_and_collected(app: Celery) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task
+    def parent() -> str:
+        add.delay(1, 1)
+        return "done"
+
+    with start_worker(app, pool="threads", concurrency=2):
+        result = parent.apply_async(link=add.si(5, 5))
+        assert result.get(timeout=10) == "done"
+        children = result.children
+        assert len(children) == 2  # the task it sent and its link
+        assert sorted(child.get(timeout=10) for child in children) == [2, 10]
+        collected = list(result.collect(timeout=10))
+        assert collected[0] == (result, "done") and len(collected) == 3

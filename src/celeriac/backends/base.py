@@ -185,7 +185,7 @@ class Backend(abc.ABC):
             "status": state,
             "result": result,
             "traceback": traceback,
-            "children": children or [],
+            "children": children or getattr(request, "children", None) or [],
             "date_done": datetime.now(UTC).isoformat() if state in states.READY_STATES else None,
         }
         if request is not None:

@@ -129,7 +129,7 @@ def build_request(job: Job, args: Any, kwargs: Any, embed: dict[str, Any], hostn
         correlation_id=properties.get("correlation_id"), reply_to=properties.get("reply_to"),
         delivery_info=job.delivery_info, hostname=hostname, is_eager=False, called_directly=False,
         callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"),
-        chain=embed.get("chain"), chord=embed.get("chord"),
+        chain=embed.get("chain"), chord=embed.get("chord"), children=[],
     )
 
 
@@ -221,12 +221,13 @@ class TaskRun:
 
     def succeeded(self, retval: Any) -> Outcome:
         task, request, backend = self.task, self.request, self.app.backend
+        # Links first, as Celery: what they send is recorded in this task's `children`.
+        _send_links(self.app, request, retval)
         if not (request.ignore_result or task.ignore_result):
             backend.mark_as_done(self.task_id, retval, request=request)
         task.on_success(retval, self.task_id, self.args, self.kwargs)
         if signals.task_success.receivers:
             signals.task_success.send(sender=task, result=retval, runtime=time.monotonic() - self.started)
-        _send_links(self.app, request, retval)
         return self._after(Outcome(self.job.tag, states.SUCCESS, ACK, summary=_short_repr(retval)), retval)
 
     def raised(self, exc: BaseException) -> Outcome:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 import importlib
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +127,7 @@ class Backend(abc.ABC):
         self.accept = accept_content_types(accept)
         self.expires = _expires_seconds(conf.result_expires)
         self.extended = bool(conf.result_extended)
+        self._batch = threading.local()
 
     # -- primitives a store provides -----------------------------------------------------
 
@@ -224,7 +227,28 @@ class Backend(abc.ABC):
 
     def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
         """Store one meta. Key-value stores use this; tables and rpc:// override it."""
-        self._set(TASK_KEYPREFIX + meta["task_id"], self.encode(meta), self.expires)
+        key, value = TASK_KEYPREFIX + meta["task_id"], self.encode(meta)
+        batch = getattr(self._batch, "items", None)
+        if batch is not None and meta["status"] in states.READY_STATES:
+            batch.append((key, value))
+        else:
+            self._set(key, value, self.expires)
+
+    @contextlib.contextmanager
+    def batched_writes(self) -> Iterator[None]:
+        """Collect the final results stored in this thread; write them in one round trip at
+        the end (the solo pool wraps each batch of fast tasks in this, before acking them).
+        Intermediate states (STARTED, PROGRESS, RETRY) are still written at once."""
+        if getattr(self._batch, "items", None) is not None:
+            yield
+            return
+        self._batch.items = items = []
+        try:
+            yield
+        finally:
+            self._batch.items = None
+            if items:
+                self._set_many(items, self.expires)
 
     def store_many(self, metas: Iterable[dict[str, Any]]) -> None:
         """Store prepared metas in one round trip where the store can."""

@@ -283,6 +283,14 @@ class Consumer:
                 self.waiting.append(tag)
 
     def _dispatch(self) -> None:
+        if self.fast_batch and self.pool.name == "solo" and len(self.waiting) > 1:
+            # Fast tasks run inline: store their results in one round trip, before the acks.
+            with self.app.backend.batched_writes():
+                self._dispatch_each()
+        else:
+            self._dispatch_each()
+
+    def _dispatch_each(self) -> None:
         while self.waiting and self.pool.free() > 0:
             tag = self.waiting.popleft()
             delivery, job = self.held[tag]

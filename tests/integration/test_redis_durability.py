@@ -69,11 +69,11 @@ def test_many_far_etas_stay_in_redis_and_survive_a_kill(project: Path, processes
     tasks = _tasks(project)
     from celeriac.producer import send_many
 
-    n = 20000
+    n = 100_000  # the issue's figure: an hour ahead, none in worker memory
     send_many(tasks.app, [("tasks.mark", (), {}, {"countdown": 3600}) for _ in range(n)])
     worker = start_worker(project, "tasks", "-P", "solo")
     processes.append(worker)
-    wait_for(lambda: rdb.zcard("celery\x06\x16delayed") == n, 120, interval=0.5,
+    wait_for(lambda: rdb.zcard("celery\x06\x16delayed") == n, 600, interval=0.5,
              message=f"{n} ETAs deferred to Redis")
     assert rdb.llen("celery") == 0 and rdb.hlen("unacked") == 0
     rss_kib = int(Path(f"/proc/{worker.pid}/status").read_text().split("VmRSS:")[1].split()[0])
@@ -96,3 +96,33 @@ def test_sigkilled_worker_acks_late_task_restored_by_fleet(project: Path, proces
     assert [x.decode() for x in rdb.lrange("runs", 0, -1)] == [result.id]
     assert rdb.llen("started") == 2
     assert int(rdb.lrange("started", 1, 1)[0]) != int(rdb.lrange("started", 0, 0)[0])
+
+
+def test_worker_survives_a_redis_restart(project: Path, processes: list[Process]) -> None:
+    require_port("Redis", "127.0.0.1", 6379)
+    from tests.redis_server import RedisServer
+
+    with RedisServer(appendonly=True) as server:
+        url = server.url(0)
+        write_module(project, "tasks.py", f"""
+            from celeriac import Celery
+
+            app = Celery('restart', broker='{url}', backend='{url}')
+
+            @app.task
+            def add(a, b):
+                return a + b
+        """)
+        tasks = importlib.import_module("tasks")
+        worker = start_worker(project, "tasks", "-P", "solo")
+        processes.append(worker)
+        assert tasks.add.delay(1, 1).get(timeout=20) == 2
+        server.restart()  # the worker's connections break under it
+        tasks.app.close()
+        before = tasks.add.delay(2, 2)  # the client reconnects too
+        assert before.get(timeout=40) == 4
+        server.stop()
+        time.sleep(2)  # down for a while: the worker keeps retrying with backoff
+        server.start()
+        assert tasks.add.delay(3, 3).get(timeout=40) == 6
+        assert worker.proc.poll() is None, worker.log

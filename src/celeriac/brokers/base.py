@@ -74,6 +74,11 @@ class Subscription(abc.ABC):
         Used for far-off ETAs: the broker keeps them durably instead of worker memory.
         """
 
+    def defer_many(self, items: Sequence[tuple[Delivery, float]]) -> None:
+        """`defer` for many (delivery, not_before) pairs; brokers override it to batch."""
+        for delivery, not_before in items:
+            self.defer(delivery, not_before)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Stop consuming; deliveries not acked are given back to their queues."""

@@ -364,25 +364,25 @@ class RedisBroker(Broker):
         named = {r.exchange for _, r, _ in items if r.exchange and self._exchange_type(r) != "fanout"}
         tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name) for name in named}
         now = time.time()
-        commands: list[tuple[Any, ...]] = []
+        commands: list[list[Any]] = []
         for envelope, route, not_before in items:
             routing_key = route.routing_key or (route.queue if not route.exchange else "")
             raw = encode_envelope(envelope, route.exchange, routing_key)
             if route.exchange and self._exchange_type(route) == "fanout":
-                commands.append(("publish", self.fanout_channel(route.exchange, routing_key), raw))
+                commands.append(["publish", self.fanout_channel(route.exchange, routing_key), raw])
                 continue
             step = _step(envelope.properties.get("priority"))
             for queue in self._targets(route, tables):
                 if not_before is not None and not_before > now:
-                    commands.append(("zadd", self.delayed_key(queue), {raw: not_before}))
+                    commands.append(["zadd", self.delayed_key(queue), {raw: not_before}])
                 elif commands and commands[-1][0] == "lpush" and commands[-1][1] == self.queue_key(queue, step):
-                    commands[-1] += (raw,)  # one LPUSH of many values keeps their order
+                    commands[-1].append(raw)  # one LPUSH of many values keeps their order
                 else:
-                    commands.append(("lpush", self.queue_key(queue, step), raw))
+                    commands.append(["lpush", self.queue_key(queue, step), raw])
                 if queue in self.expires:
                     for s in PRIORITY_STEPS:
-                        commands.append(("pexpire", self.queue_key(queue, s), self.expires[queue]))
-        self._pipe(commands)
+                        commands.append(["pexpire", self.queue_key(queue, s), self.expires[queue]])
+        self._pipe([tuple(command) for command in commands])
 
     def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
         """PUBLISH to a fanout exchange's channel (broadcast, remote control, events)."""
@@ -650,6 +650,17 @@ class RedisSubscription(Subscription):
             raw = encode_envelope(delivery.envelope, "", queue).encode()
         move = (delivery.tag, "z", self.broker.delayed_key(queue), raw, not_before)
         self.broker.restore([move], self.held_key)
+
+    def defer_many(self, items: Sequence[tuple[Delivery, float]]) -> None:
+        """`defer` for many deliveries in one script call per 500."""
+        moves = []
+        for delivery, not_before in items:
+            raw, _list_key, queue = self.held.pop(delivery.tag, (b"", "", delivery.queue))
+            if not raw:
+                raw = encode_envelope(delivery.envelope, "", queue).encode()
+            moves.append((delivery.tag, "z", self.broker.delayed_key(queue), raw, not_before))
+        if moves:
+            self.broker.restore(moves, self.held_key)
 
     def close(self) -> None:
         """Give every delivery not acked back to the head of its list, then unregister."""

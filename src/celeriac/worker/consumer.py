@@ -83,6 +83,7 @@ class Consumer:
         self.rate_cleared: set[int] = set()                 # on a timer for its rate-limit slot
         self.active: dict[int, Job] = {}                    # in the pool
         self.to_ack: list[Delivery] = []
+        self.to_defer: list[tuple[Delivery, float]] = []    # far-off ETAs, back to the broker
         self.calls: deque[Callable[[], None]] = deque()     # from the control thread
         self.totals: Counter[str] = Counter()
         self.terminating: dict[int, int] = {}               # tag -> signal sent (revoke, terminate)
@@ -212,7 +213,8 @@ class Consumer:
             return
         eta = _timestamp(headers.get("eta"))
         if eta is not None and eta - time.time() > DEFER_ETA_AFTER:
-            self.sub.defer(delivery, eta)
+            self.to_defer.append((delivery, eta))
+            self.mean_runtime -= self.mean_runtime * 0.05  # costs no work here: fetch more at once
             return
         logger.info("Task %s[%s] received", name, task_id)
         self._tags += 1
@@ -353,6 +355,11 @@ class Consumer:
             logger.info("Task %s[%s] %s", name, task_id, outcome.summary or outcome.state.lower())
 
     def _flush_acks(self) -> None:
+        """Settle in batches: far-off ETAs go back to the broker, finished messages are acked."""
+        if self.to_defer:
+            deferred, self.to_defer = self.to_defer, []
+            self.sub.defer_many(deferred)
+            self._adapt_batch()
         if self.to_ack:
             acks, self.to_ack = self.to_ack, []
             self.sub.ack_many(acks)

@@ -32,8 +32,10 @@ CREATE TABLE IF NOT EXISTS celeriac_messages (
     meta TEXT NOT NULL,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS celeriac_messages_ready
-    ON celeriac_messages (queue, visible_at);
+-- the claim reads a queue in serving order (priority, then age) and skips rows not yet
+-- visible: an index in that order keeps a claim cheap however long the backlog is
+CREATE INDEX IF NOT EXISTS celeriac_messages_order
+    ON celeriac_messages (queue, priority DESC, id);
 CREATE INDEX IF NOT EXISTS celeriac_messages_lease
     ON celeriac_messages (leased_by);
 CREATE TABLE IF NOT EXISTS celeriac_bindings (

@@ -60,6 +60,7 @@ class Retry(TaskError):
         self.when = when
         self.is_eager = is_eager
         self.sig = sig
+        self.stored = False  # whether Task.retry() already stored the RETRY state
         super().__init__(message or (f"Retry in {when}" if when is not None else "Retry"))
 
     def __reduce__(self) -> Any:

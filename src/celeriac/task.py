@@ -313,9 +313,15 @@ class Task(Generic[P, R]):
         opts.update(options)
         from .producer import send_task_message
 
+        error = Retry(exc=exc, when=when)
+        # RETRY is stored before the message goes out: the retried run may succeed before
+        # this one returns, and its SUCCESS must be the last word.
+        if not (request.ignore_result or self.ignore_result) or self.store_errors_even_if_ignored:
+            tb = traceback_module.format_exc() if sys.exc_info()[0] is not None else None
+            self.backend.mark_as_retry(request.id, exc if exc is not None else error, tb, request=request)
+            error.stored = True
         send_task_message(self.app, self.name, new_args, new_kwargs,
                           {k: v for k, v in opts.items() if v is not None}, task=self)
-        error = Retry(exc=exc, when=when)
         if throw:
             raise error
         return error

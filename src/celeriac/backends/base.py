@@ -228,11 +228,19 @@ class Backend(abc.ABC):
     def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
         """Store one meta. Key-value stores use this; tables and rpc:// override it."""
         key, value = TASK_KEYPREFIX + meta["task_id"], self.encode(meta)
+        if meta["status"] != states.SUCCESS and self._is_success(key):
+            # As Celery: a stored SUCCESS stays. A retry's RETRY may arrive after the retried
+            # run has already succeeded; a duplicate run must not undo a success.
+            return
         batch = getattr(self._batch, "items", None)
         if batch is not None and meta["status"] in states.READY_STATES:
             batch.append((key, value))
         else:
             self._set(key, value, self.expires)
+
+    def _is_success(self, key: str) -> bool:
+        data = self._get(key)
+        return data is not None and self.decode(data).get("status") == states.SUCCESS
 
     @contextlib.contextmanager
     def batched_writes(self) -> Iterator[None]:

@@ -239,7 +239,8 @@ class TaskRun:
             einfo = ExceptionInfo(exc)
             reason = exc.exc if exc.exc is not None else exc
             if self.store_errors:
-                self.app.backend.mark_as_retry(self.task_id, reason, einfo.traceback, request=request)
+                if not getattr(exc, "stored", False):  # Task.retry() stores it before sending
+                    self.app.backend.mark_as_retry(self.task_id, reason, einfo.traceback, request=request)
             task.on_retry(reason, self.task_id, self.args, self.kwargs, einfo)
             if signals.task_retry.receivers:
                 signals.task_retry.send(sender=task, request=request, reason=exc, einfo=einfo)

@@ -28,9 +28,8 @@ from celeriac.brokers.redis import (  # noqa: E402
 )
 from redis_server import redis_url, require_redis  # noqa: E402
 
-CAPTURES = Path("/work/shared/reference/captures/redis")
-if not CAPTURES.exists():
-    CAPTURES = Path(__file__).resolve().parents[3] / "shared/reference/captures/redis"
+# Copies of shared/reference/captures/redis (see golden/README.md).
+CAPTURES = Path(__file__).resolve().parent / "golden" / "redis"
 DB = 13
 
 

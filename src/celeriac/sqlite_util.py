@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 
 #: Held by background threads while they are inside SQLite, and taken around fork(): a child
 #: forked while another thread holds one of SQLite's mutexes would deadlock on first use.
@@ -26,7 +27,16 @@ def connect(path: str) -> sqlite3.Connection:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(200):
+        # Switching a new file to WAL takes an exclusive lock and does not wait on the busy
+        # handler: processes opening the same new file at once retry (two workers with -B).
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn

@@ -876,7 +876,8 @@ def maybe_signature(d: Any, app: Celery | None = None, clone: bool = False) -> S
 
 
 def register_builtin_tasks(app: Celery) -> None:
-    """Register the tasks Celery has in every app: celery.map, .starmap, .chunks, .chord."""
+    """Register the tasks Celery has in every app: celery.map, .starmap, .chunks, .chord,
+    .backend_cleanup."""
 
     def xmap_task(task: Any, it: Any) -> list[Any]:
         target = signature(task, app=app).type
@@ -894,7 +895,12 @@ def register_builtin_tasks(app: Celery) -> None:
                    **kwargs: Any) -> Any:
         return _chord(header, body, app=app).apply_async(partial_args, kwargs).id
 
+    def backend_cleanup() -> int:
+        """Celery's daily beat job: delete expired results (SQL, SQLite backends)."""
+        return int(app.backend.cleanup())
+
     for name, fun in (("celery.map", xmap_task), ("celery.starmap", xstarmap_task),
-                      ("celery.chunks", chunks_task), ("celery.chord", chord_task)):
+                      ("celery.chunks", chunks_task), ("celery.chord", chord_task),
+                      ("celery.backend_cleanup", backend_cleanup)):
         if name not in app.tasks:
             app.task(name=name)(fun)

@@ -226,6 +226,14 @@ def purge(ctx: Context, force: bool, queues: str | None) -> None:
                f"queue{'s' if len(names) != 1 else ''}.")
 
 
+@cli.command("purge-results")
+@pass_ctx
+def purge_results(ctx: Context) -> None:
+    """Delete results older than result_expires (stores that do not expire them themselves)."""
+    removed = ctx.app.backend.cleanup()
+    click.echo(f"Deleted {removed} expired result{'s' if removed != 1 else ''}.")
+
+
 # -- remote control: inspect, control, status ------------------------------------------------
 
 EX_UNAVAILABLE = 69  # as Celery, when no worker answers

@@ -6,7 +6,9 @@ the end, so runs on one machine don't meet.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -410,3 +412,36 @@ def test_celery_reads_our_rows_and_we_read_celerys(pg_schema: str) -> None:
         theirs.session_manager.invalidate(theirs.url)
         their_app.close()
         ours_app.close()
+
+
+def test_purge_results_command_and_backend_cleanup_task(tmp_path: Path) -> None:
+    """`celeriac -A app purge-results` and the `celery.backend_cleanup` task delete expired rows."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "cleanapp.py").write_text(textwrap.dedent(f"""
+        from celeriac import Celery
+        app = Celery('clean', broker='memory://', backend='db+sqlite:///{tmp_path}/r.db',
+                     result_expires=1)
+    """))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import cleanapp
+    finally:
+        sys.path.remove(str(tmp_path))
+    backend = cleanapp.app.backend
+    backend.mark_as_done("old-1", 1)
+    backend.mark_as_done("old-2", 2)
+    time.sleep(2.1)
+    backend.mark_as_done("fresh", 3)
+    celeriac = str(Path(sys.executable).with_name("celeriac"))
+    out = subprocess.run([celeriac, "-A", "cleanapp", "purge-results"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "Deleted 2 expired results." in out.stdout
+    assert backend.get_task_meta("fresh")["status"] == "SUCCESS"
+    assert backend.get_task_meta("old-1")["status"] == "PENDING"
+    backend.mark_as_done("old-3", 4)
+    time.sleep(2.1)
+    assert cleanapp.app.tasks["celery.backend_cleanup"].apply().get() == 2  # old-3 and fresh

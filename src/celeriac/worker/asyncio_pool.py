@@ -27,7 +27,7 @@ from typing import Any
 from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from .execute import ACK, Job, Outcome, execute_job_async
-from .pools import Runner, ThreadPool
+from .pools import Runner, ThreadPool, drain_queue
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -123,13 +123,7 @@ class AsyncioPool:
         return Outcome(job.tag, states.FAILURE, ACK, summary=repr(why))
 
     def poll(self, timeout: float) -> list[Outcome]:
-        out = []
-        try:
-            out.append(self._done.get(timeout=timeout) if timeout > 0 else self._done.get_nowait())
-            while True:
-                out.append(self._done.get_nowait())
-        except queue.Empty:
-            pass
+        out = drain_queue(self._done, timeout)
         with self._lock:
             self._busy -= len(out)
         return out

@@ -20,6 +20,18 @@ from .execute import ACK, Job, Outcome
 Runner = Callable[[Job], Outcome]
 
 
+
+def drain_queue(done: queue.SimpleQueue[Outcome], timeout: float) -> list[Outcome]:
+    """Every outcome waiting in `done`, waiting up to `timeout` seconds for the first."""
+    out = []
+    try:
+        out.append(done.get(timeout=timeout) if timeout > 0 else done.get_nowait())
+        while True:
+            out.append(done.get_nowait())
+    except queue.Empty:
+        pass
+    return out
+
 class SoloPool:
     """Runs each job at once in the calling thread: no hand-off, the fastest for short tasks.
 
@@ -112,13 +124,7 @@ class ThreadPool:
         self._jobs.put(job)
 
     def poll(self, timeout: float) -> list[Outcome]:
-        out = []
-        try:
-            out.append(self._done.get(timeout=timeout) if timeout > 0 else self._done.get_nowait())
-            while True:
-                out.append(self._done.get_nowait())
-        except queue.Empty:
-            pass
+        out = drain_queue(self._done, timeout)
         with self._lock:
             self._busy -= len(out)
         return out

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -62,6 +63,15 @@ FATAL_CONNECT_ERRORS: tuple[type[BaseException], ...] = (AccessRefused, NotAllow
 
 _AMQP_PROPERTIES = ("delivery_mode", "priority", "correlation_id", "reply_to", "expiration", "message_id",
                     "timestamp", "type", "user_id", "app_id", "cluster_id")
+
+
+def is_tls_setup_error(exc: BaseException) -> bool:
+    """A TLS failure that no retry fixes: a certificate not trusted or refused, a TLS
+    protocol mismatch, a missing certificate file. Not an EOF (a server going down)."""
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | ssl.SSLCertVerificationError):
+        return True
+    return isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError
+                                                             | ssl.SSLSyscallError)
 
 
 def delay_level_name(level: int) -> str:
@@ -295,6 +305,9 @@ class AMQPBroker(Broker):
             except FATAL_CONNECT_ERRORS as exc:
                 raise OperationalError(f"RabbitMQ at {mask_url(self.urls[index])} refused us: {exc}") from exc
             except CONNECTION_ERRORS as exc:
+                if self.params[index]["ssl"] and is_tls_setup_error(exc):
+                    raise OperationalError(f"TLS to RabbitMQ at {mask_url(self.urls[index])} failed: {exc} "
+                                           "(check broker_use_ssl: ca_certs, certfile, keyfile)") from exc
                 error = exc
                 continue
             self._url_index = index

@@ -63,6 +63,13 @@ class Subscription(abc.ABC):
     def ack(self, delivery: Delivery) -> None:
         self.ack_many([delivery])
 
+    def ack_and_get_many(self, acks: Sequence[Delivery], limit: int, timeout: float) -> list[Delivery]:
+        """`ack_many(acks)`, then `get_many(limit, timeout)`; a broker that can do both in
+        one round trip (Redis) overrides this."""
+        if acks:
+            self.ack_many(acks)
+        return self.get_many(limit, timeout)
+
     @abc.abstractmethod
     def reject(self, delivery: Delivery, *, requeue: bool) -> None:
         """Drop a delivery, or give it back to its queue to be delivered again."""

@@ -15,8 +15,9 @@ Layout (celery-wire.md section 2; every key below is prefixed by the transport o
 Speed: `RedisSubscription.get_many` pops up to N messages across the priority lists with one
 Lua script that also records them in ``unacked``/``unacked_index`` atomically; only when the
 lists are empty does it block in BRPOP (so an idle worker wakes at once), then records that
-message and pops more in the same way. Acks and publishes are one pipeline per batch. Bodies
-are only base64-decoded; the worker deserializes them when the task runs.
+message and pops more in the same way. The worker's acks ride along in the same script call
+(`ack_and_get_many`); publishes are one pipeline per batch. Bodies are only base64-decoded;
+the worker deserializes them when the task runs.
 
 Beyond Celery:
 
@@ -540,13 +541,17 @@ class RedisSubscription(Subscription):
         names = [q for _ in PRIORITY_STEPS for q in queues]
         return keys, names
 
-    def _fetch(self, limit: int, keys: list[str], names: list[str], popped: Any = None) -> list[Delivery]:
+    def _fetch(self, limit: int, keys: list[str], names: list[str], popped: Any = None,
+               acks: Sequence[str] = ()) -> list[Delivery]:
         b = self.broker
         extra, index = ("", 0) if popped is None else (popped[1], keys.index(popped[0].decode()) + 1)
-        out = b.fetch_script(keys=[b.unacked_key, b.index_key, self.held_key, *keys], args=[limit, time.time(), extra, index, *names])
+        out = b.fetch_script(keys=[b.unacked_key, b.index_key, self.held_key, *keys],
+                             args=[limit, time.time(), extra, index, *names, *acks])
+        for tag in acks:
+            self.held.pop(tag, None)
         deliveries = []
         for i in range(0, len(out), 3):
-            raw, idx, tag = out[i], out[i + 1] - 1, out[i + 2].decode()
+            raw, idx, tag = out[i] or extra, out[i + 1] - 1, out[i + 2].decode()
             try:
                 envelope = decode_envelope(raw)
             except Exception as exc:  # not a kombu envelope: Celery drops these too
@@ -563,16 +568,24 @@ class RedisSubscription(Subscription):
 
         Returns [] at once when `prefetch` deliveries are already held and not yet settled.
         """
+        return self.ack_and_get_many((), limit, timeout)
+
+    def ack_and_get_many(self, acks: Sequence[Delivery], limit: int, timeout: float) -> list[Delivery]:
+        """`ack_many(acks)` and `get_many(limit, timeout)` in one script call (one round trip
+        per turn of the worker loop); the acks are settled before any wait."""
+        tags = [d.tag for d in acks]
         if self.prefetch:
-            limit = min(limit, self.prefetch - len(self.held))
+            limit = min(limit, self.prefetch - len(self.held) + len(tags))
         if limit <= 0:
+            self.ack_many(acks)
             return []
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self._maybe_tick()
                 keys, names = self._keys()
-                got = self._fetch(limit, keys, names)
+                got = self._fetch(limit, keys, names, acks=tags)
+                tags = []  # settled (a lost reply: sent again after `_recover`; acks are idempotent)
                 if got:
                     return got
                 wait = min(deadline - time.monotonic(), 1.0)
@@ -586,6 +599,8 @@ class RedisSubscription(Subscription):
             except _CONNECTION_ERRORS:
                 self.broker._retry(self._recover)
             if time.monotonic() >= deadline:
+                if tags:
+                    self.ack_many(acks)
                 return []
 
     def _recover(self) -> None:

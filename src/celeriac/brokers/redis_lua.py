@@ -34,15 +34,25 @@ local function record(raw, key, qname, now)
 end
 """
 
+# Acks, then pops: one round trip per turn of the worker loop.
 # KEYS: unacked, unacked_index, held, list keys...; ARGV: limit, now, the message BRPOP took
-# (or ''), its list index, then one queue name per list key. Returns raw, list index, tag...
+# (or ''), its list index, one queue name per list key, then the tags to ack (as `ack_many`).
+# Returns raw, list index, tag... (raw is '' for the message BRPOP took: the caller has it).
 FETCH = _RECORD + """
 local limit, now, out = tonumber(ARGV[1]), ARGV[2], {}
+for i = 2 + #KEYS, #ARGV, 1000 do
+  local j = math.min(i + 999, #ARGV)
+  redis.call('ZREM', KEYS[2], unpack(ARGV, i, j))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, j))
+  redis.call('HDEL', KEYS[3], unpack(ARGV, i, j))
+end
 local function take(raw, i)
   local tag = record(raw, KEYS[3 + i], ARGV[4 + i], now)
   out[#out + 1] = raw; out[#out + 1] = i; out[#out + 1] = tag
 end
-if ARGV[3] ~= '' then take(ARGV[3], tonumber(ARGV[4])); limit = limit - 1 end
+if ARGV[3] ~= '' then
+  take(ARGV[3], tonumber(ARGV[4])); out[1] = ''; limit = limit - 1
+end
 for i = 4, #KEYS do
   if limit <= 0 then break end
   local got = redis.call('RPOP', KEYS[i], limit)

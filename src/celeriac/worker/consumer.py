@@ -121,14 +121,16 @@ class Consumer:
             self._dispatch()
             room = self._room()
             if room > 0:
-                for delivery in self.sub.get_many(room, self._fetch_timeout()):
+                # The acks of the last turn ride along with the fetch: one round trip.
+                acks, self.to_ack = self.to_ack, []
+                for delivery in self.sub.ack_and_get_many(acks, room, self._fetch_timeout()):
                     self._receive(delivery)
                 self._dispatch()
             if self.autoscaler is not None and self.autoscaler.maybe_scale(len(self.held)):
                 self._dispatch()
             if room <= 0 or self.waiting:  # the pool is full: wait for a task to end
                 self._finish(self.pool.poll(self._pool_timeout()))
-            self._flush_acks()
+            self._flush_acks(keep_acks=self._fetches_next())
         self._flush_acks()
 
     def drain(self, deadline: float | None = None) -> bool:
@@ -143,6 +145,13 @@ class Consumer:
             self._flush_acks()
         self._flush_acks()
         return True
+
+    def _fetches_next(self) -> bool:
+        """Whether the next turn goes straight to the fetch (nothing runs first), so acks
+        can wait for it instead of taking a round trip of their own."""
+        if self.waiting or self._room() <= 0:
+            return False
+        return not (self.timers and self.timers[0][0] <= time.time())
 
     def _room(self) -> int:
         if not self.fetching or not self.queues:
@@ -354,13 +363,14 @@ class Consumer:
         else:
             logger.info("Task %s[%s] %s", name, task_id, outcome.summary or outcome.state.lower())
 
-    def _flush_acks(self) -> None:
-        """Settle in batches: far-off ETAs go back to the broker, finished messages are acked."""
+    def _flush_acks(self, keep_acks: bool = False) -> None:
+        """Settle in batches: far-off ETAs go back to the broker, finished messages are acked
+        (unless `keep_acks`: they go with the next fetch)."""
         if self.to_defer:
             deferred, self.to_defer = self.to_defer, []
             self.sub.defer_many(deferred)
             self._adapt_batch()
-        if self.to_ack:
+        if self.to_ack and not keep_acks:
             acks, self.to_ack = self.to_ack, []
             self.sub.ack_many(acks)
 

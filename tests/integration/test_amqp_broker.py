@@ -171,6 +171,43 @@ def test_publish_consume_ack(broker: AMQPBroker, queue: str) -> None:
     assert ready_count(queue) == 0
 
 
+def test_large_and_small_messages_read_in_chunks_arrive_whole(broker: AMQPBroker, queue: str) -> None:
+    # The consumer reads the socket in 256 KiB chunks (amqp_consumer.read_frames): bodies
+    # that span many frames and chunks, between small ones, must come out whole and in order.
+    bodies = [b"small-0", bytes(range(256)) * 4096, b"small-1", os.urandom(3 * 1024 * 1024), b"small-2"]
+    broker.publish_many([(envelope(body, task_id=f"t{i}"), to_queue(queue), None) for i, body in enumerate(bodies)])
+    sub = broker.subscribe([queue], prefetch=10)
+    try:
+        got = drain(sub, len(bodies), timeout=10)
+        assert [d.envelope.headers["id"] for d in got] == [f"t{i}" for i in range(len(bodies))]
+        assert [d.envelope.body for d in got] == bodies
+        sub.ack_many(got)
+    finally:
+        sub.close()
+    assert ready_count(queue) == 0
+
+
+def test_a_frame_left_half_read_is_finished_by_a_synchronous_call(broker: AMQPBroker, queue: str) -> None:
+    # 20 MiB is more than one get_many reads (64 chunks of 256 KiB): the rest stays in the
+    # transport's buffer, and basic_qos (set_prefetch) must read past it to its qos-ok.
+    body = os.urandom(20 * 1024 * 1024)
+    broker.publish(envelope(body, task_id="big"), to_queue(queue))
+    broker.publish(envelope(task_id="after"), to_queue(queue))
+    sub = broker.subscribe([queue], prefetch=10)
+    try:
+        deadline = time.monotonic() + 10
+        while sub.connection.transport._read_buffer == b"" and time.monotonic() < deadline:
+            assert sub.get_many(10, 0) == []  # one read, not whole yet
+        assert sub.connection.transport._read_buffer != b"", "never stopped half-way"
+        sub.set_prefetch(20)  # a synchronous call: py-amqp reads the rest of the message first
+        got = drain(sub, 2, timeout=10)
+        assert [d.envelope.headers["id"] for d in got] == ["big", "after"]
+        assert got[0].envelope.body == body
+        sub.ack_many(got)
+    finally:
+        sub.close()
+
+
 def test_ack_many_leaves_held_deliveries_unacked(broker: AMQPBroker, queue: str) -> None:
     broker.publish_many([(envelope(task_id=f"t{i}"), to_queue(queue), None) for i in range(6)])
     sub = broker.subscribe([queue], prefetch=10)

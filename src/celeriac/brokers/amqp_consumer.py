@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import ssl
+import struct
 import threading
 import time
 import uuid
@@ -31,6 +33,13 @@ from .amqp import (
 from .base import Delivery, Envelope, FanoutSubscription, Route, Subscription
 
 __all__ = ["AMQPSubscription"]
+
+#: How much to read from the socket at a time: many frames (a task message is ~3 frames).
+READ_CHUNK = 256 * 1024
+#: Chunks read per call at most (a no-ack queue has no prefetch to bound it).
+MAX_CHUNKS = 64
+FRAME_END = 0xCE
+_FRAME_HEADER = struct.Struct(">BHI")
 
 # The broker's logger, as before the consumer moved to its own module.
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -185,12 +194,7 @@ class AMQPSubscription(Subscription, FanoutSubscription):
     def _pump(self, timeout: float) -> None:
         """Read frames for up to `timeout` seconds, then whatever else has arrived; tick."""
         assert self.connection is not None
-        try:
-            self.connection.drain_events(timeout=timeout)
-            for _ in range(10_000):
-                self.connection.drain_events(timeout=0)
-        except TimeoutError:
-            pass
+        read_frames(self.connection, timeout)
         # After reading, so heartbeats that waited in the socket count as received.
         self.connection.heartbeat_tick(rate=2)
         self._last_tick = time.monotonic()
@@ -280,3 +284,51 @@ class AMQPSubscription(Subscription, FanoutSubscription):
         self.unacked.clear()
         if connection is not None and self._pid == os.getpid():  # not a forked copy's
             close_connection(connection)
+
+
+def read_frames(connection: amqp.Connection, timeout: float) -> None:
+    """Handle the frames that arrive within `timeout` s, then all that have arrived meanwhile,
+    reading the socket in large chunks.
+
+    py-amqp's own `drain_events` reads each frame with three exact-size `recv` calls (header,
+    payload, end) and sets the socket timeout twice per frame: about ten system calls per
+    message. Here one `recv` brings many frames, which go to py-amqp's frame handler as
+    usual. Bytes of an incomplete frame go back to the transport's read buffer, where
+    py-amqp's synchronous calls (basic_qos, basic_cancel, close) read them first.
+    """
+    transport = connection.transport
+    sock = transport.sock
+    on_frame = connection.on_inbound_frame
+    data, transport._read_buffer = transport._read_buffer, b""
+    pos = 0
+    previous = sock.gettimeout()
+    deadline = time.monotonic() + timeout
+    handled = False  # a frame came: from then on, take only what has arrived
+    try:
+        for _ in range(MAX_CHUNKS):
+            while len(data) - pos >= 8:  # every complete frame in the buffer
+                frame_type, channel, size = _FRAME_HEADER.unpack_from(data, pos)
+                end = pos + 7 + size
+                if len(data) <= end:
+                    break
+                if data[end] != FRAME_END:
+                    raise amqp.exceptions.UnexpectedFrame(f"Frame without frame end (0x{data[end]:02x})")
+                payload = data[pos + 7:end]
+                pos = end + 1
+                on_frame((frame_type, channel, payload))
+                handled = True
+            sock.settimeout(0.0 if handled else max(0.0, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(READ_CHUNK)
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
+                return
+            if not chunk:
+                raise ConnectionResetError("RabbitMQ closed the connection")
+            data = data[pos:] + chunk if pos < len(data) else chunk
+            pos = 0
+    finally:
+        transport._read_buffer = data[pos:] + transport._read_buffer
+        try:
+            sock.settimeout(previous)
+        except OSError:  # closed meanwhile
+            pass

@@ -14,10 +14,12 @@ Layout (celery-wire.md section 2; every key below is prefixed by the transport o
 
 Speed: `RedisSubscription.get_many` pops up to N messages across the priority lists with one
 Lua script that also records them in ``unacked``/``unacked_index`` atomically; only when the
-lists are empty does it block in BRPOP (so an idle worker wakes at once), then records that
-message and pops more in the same way. The worker's acks ride along in the same script call
-(`ack_and_get_many`); publishes are one pipeline per batch. Bodies are only base64-decoded;
-the worker deserializes them when the task runs.
+lists are empty does it block in BRPOP (so an idle worker wakes at once), then sends the same
+script to record that message and hands it over without waiting: the reply is read at the
+subscription's next call, and everything it sends later runs after the record (one connection,
+in order). The worker's acks ride along in the script call (`ack_and_get_many`); publishes
+are one pipeline per batch. Bodies are only base64-decoded; the worker deserializes them when
+the task runs.
 
 Beyond Celery:
 
@@ -504,6 +506,10 @@ class RedisSubscription(Subscription):
         self._next_tick = 0.0
         self._next_due: float | None = None
         self._next_restore = 0.0
+        # The fetch path's own connection, kept (no pool checkout per command), and the record
+        # of a BRPOP'd message sent on it whose reply is read later (see `_record_later`).
+        self._conn: Any = None
+        self._pending: tuple[list[str], list[Any], str] | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         if broker.heartbeat_ttl > 0:
@@ -541,12 +547,80 @@ class RedisSubscription(Subscription):
         names = [q for _ in PRIORITY_STEPS for q in queues]
         return keys, names
 
+    def _call(self, *args: Any) -> Any:
+        """One command on the subscription's own connection, once the pending reply is read."""
+        self._settle()
+        if self._conn is None:
+            self._conn = self.broker.client.connection_pool.get_connection()
+        try:
+            self._conn.send_command(*args)
+            return self._conn.read_response()
+        except _CONNECTION_ERRORS:
+            self._conn.disconnect()  # replies may be out of step; the next send reconnects
+            raise
+
+    def _fetch_call(self, keys: list[str], args: list[Any]) -> Any:
+        b = self.broker
+        try:
+            return self._call("EVALSHA", b.fetch_script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # not run: load it and run it (Redis restarted)
+            return b.fetch_script(keys=keys, args=args)
+
+    def _record_later(self, popped: Any, keys: list[str], names: list[str]) -> list[Delivery]:
+        """Deliver the message BRPOP took at once; its record in ``unacked`` (the FETCH script)
+        is sent now, before the task can run, and its reply read at the next call.
+
+        Saves a round trip between an idle worker's wake-up and the task. The send keeps the
+        order: every later command of this subscription runs after the record.
+        """
+        key, raw = popped[0].decode(), popped[1]
+        idx = keys.index(key)
+        try:
+            envelope = decode_envelope(raw)
+        except Exception:
+            envelope = None
+        tag = envelope.properties.get("delivery_tag") if envelope is not None else None
+        if not isinstance(tag, str) or not tag:  # let the script name it, or drop it
+            return self._fetch(1, keys, names, popped)
+        b = self.broker
+        script_keys = [b.unacked_key, b.index_key, self.held_key, *keys]
+        args = [1, time.time(), raw, idx + 1, *names]
+        if self._conn is None:
+            self._conn = b.client.connection_pool.get_connection()
+        try:
+            self._conn.send_command("EVALSHA", b.fetch_script.sha, len(script_keys), *script_keys, *args)
+        except _CONNECTION_ERRORS:
+            self._conn.disconnect()
+            return self._fetch(1, keys, names, popped)  # on the pool (raises if Redis is gone)
+        self._pending = (script_keys, args, tag)
+        self.held[tag] = (raw, key, names[idx])
+        info = envelope.properties.get("delivery_info") or {}
+        return [Delivery(envelope, names[idx], tag, bool(info.get("redelivered")))]
+
+    def _settle(self) -> None:
+        """Read the reply of the record `_record_later` sent (run it again if it was lost)."""
+        if self._pending is None:
+            return
+        script_keys, args, tag = self._pending
+        self._pending = None
+        b = self.broker
+        try:
+            out = self._conn.read_response()
+        except redis.exceptions.NoScriptError:
+            out = b._retry(b.fetch_script, keys=script_keys, args=args)
+        except _CONNECTION_ERRORS:
+            self._conn.disconnect()
+            # It may or may not have run: running it again records the same entries.
+            out = b._retry(b.fetch_script, keys=script_keys, args=args)
+        if not out or out[2].decode() != tag:
+            logger.error("Recording delivery %s in unacked returned %r", tag, out[:3] if out else out)
+
     def _fetch(self, limit: int, keys: list[str], names: list[str], popped: Any = None,
                acks: Sequence[str] = ()) -> list[Delivery]:
         b = self.broker
         extra, index = ("", 0) if popped is None else (popped[1], keys.index(popped[0].decode()) + 1)
-        out = b.fetch_script(keys=[b.unacked_key, b.index_key, self.held_key, *keys],
-                             args=[limit, time.time(), extra, index, *names, *acks])
+        out = self._fetch_call([b.unacked_key, b.index_key, self.held_key, *keys],
+                               [limit, time.time(), extra, index, *names, *acks])
         for tag in acks:
             self.held.pop(tag, None)
         deliveries = []
@@ -573,6 +647,7 @@ class RedisSubscription(Subscription):
     def ack_and_get_many(self, acks: Sequence[Delivery], limit: int, timeout: float) -> list[Delivery]:
         """`ack_many(acks)` and `get_many(limit, timeout)` in one script call (one round trip
         per turn of the worker loop); the acks are settled before any wait."""
+        self._settle()
         tags = [d.tag for d in acks]
         if self.prefetch:
             limit = min(limit, self.prefetch - len(self.held) + len(tags))
@@ -593,9 +668,9 @@ class RedisSubscription(Subscription):
                     wait = min(wait, max(self._next_due - time.time(), 0.0) + 0.001)
                 if wait < 0.001:
                     return []
-                popped = self.broker.client.brpop(keys, timeout=wait)
+                popped = self._call("BRPOP", *keys, wait)
                 if popped:
-                    return self._fetch(limit, keys, names, popped)
+                    return self._record_later(popped, keys, names)
             except _CONNECTION_ERRORS:
                 self.broker._retry(self._recover)
             if time.monotonic() >= deadline:
@@ -605,6 +680,7 @@ class RedisSubscription(Subscription):
 
     def _recover(self) -> None:
         """After a lost connection: give back what a lost reply popped for us."""
+        self._settle()
         b = self.broker
         client: Any = b.client  # replies are bytes (no decode_responses)
         client.ping()
@@ -643,6 +719,7 @@ class RedisSubscription(Subscription):
         """Remove deliveries from `unacked` for good: one pipeline."""
         if not deliveries:
             return
+        self._settle()
         tags = [d.tag for d in deliveries]
         b = self.broker
         b._pipe([("zrem", b.index_key, *tags), ("hdel", b.unacked_key, *tags), ("hdel", self.held_key, *tags)])
@@ -651,6 +728,7 @@ class RedisSubscription(Subscription):
 
     def reject(self, delivery: Delivery, *, requeue: bool) -> None:
         """Drop a delivery, or put it back at the tail of its list (kombu's requeue)."""
+        self._settle()
         raw, list_key, _queue = self.held.pop(delivery.tag, (b"", "", ""))
         if requeue and list_key:
             move = (delivery.tag, "l", list_key, _mark_redelivered(raw), 0)
@@ -660,6 +738,7 @@ class RedisSubscription(Subscription):
 
     def defer(self, delivery: Delivery, not_before: float) -> None:
         """Move a delivery to its queue's delayed set, due at `not_before` (epoch seconds)."""
+        self._settle()
         raw, _list_key, queue = self.held.pop(delivery.tag, (b"", "", delivery.queue))
         if not raw:
             raw = encode_envelope(delivery.envelope, "", queue).encode()
@@ -668,6 +747,7 @@ class RedisSubscription(Subscription):
 
     def defer_many(self, items: Sequence[tuple[Delivery, float]]) -> None:
         """`defer` for many deliveries in one script call per 500."""
+        self._settle()
         moves = []
         for delivery, not_before in items:
             raw, _list_key, queue = self.held.pop(delivery.tag, (b"", "", delivery.queue))
@@ -683,6 +763,13 @@ class RedisSubscription(Subscription):
         if self._heartbeat is not None:
             self._heartbeat.join()
         b = self.broker
+        try:
+            self._settle()
+        finally:
+            if self._conn is not None:
+                self._conn.disconnect()
+                b.client.connection_pool.release(self._conn)
+                self._conn = None
         # Newest first, so the oldest ends up at the head and is served first again.
         moves = [(tag, "r", key, _mark_redelivered(raw), 0) for tag, (raw, key, _q) in reversed(self.held.items())]
         try:

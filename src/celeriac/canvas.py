@@ -7,7 +7,7 @@ are signatures of ``celery.chain``, ``celery.group`` and ``celery.chord``.
 Sending a canvas takes two steps. `freeze()` gives each task its id in place, so results can
 be handed out before anything runs and the ids travel in ``embed.chain``. `_gather()` turns
 the canvas into plain messages ``(name, args, kwargs, options)``, which `apply_async`
-publishes in one batch (`producer.send_many`): a group of 10,000 is one round trip. A canvas
+publishes in one batch (`producer.send_batch`): a group of 10,000 is one round trip. A canvas
 that is a *part* of a chord says so with Celery's three options ``group_id``,
 ``group_index`` and ``chord`` (the body); they go to its terminal tasks (a chain's last step,
 a chord's body). What a worker does next (links, errbacks, chord joins) is in chords.py.
@@ -16,16 +16,16 @@ a chord's body). What a worker does next (links, errbacks, chord joins) is in ch
 from __future__ import annotations
 
 import copy
-import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _state
+from .ids import uuid4
+from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
     from .app import Celery
-    from .result import AsyncResult, GroupResult
 
 __all__ = [
     "Signature", "chain", "chord", "chunks", "group", "maybe_signature", "register_builtin_tasks",
@@ -41,7 +41,7 @@ Message = tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]
 
 
 def _uuid() -> str:
-    return str(uuid.uuid4())
+    return uuid4()
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -138,8 +138,6 @@ class Signature(dict[str, Any]):
         return self._type or self.app.tasks[self["task"]]
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
-        from .result import AsyncResult
-
         return AsyncResult(task_id, app=self.app, task_name=self["task"])
 
     # -- building ----------------------------------------------------------------------------
@@ -270,12 +268,12 @@ class Signature(dict[str, Any]):
 
     def _send(self, args: Sequence[Any] | None, kwargs: dict[str, Any] | None,
               options: dict[str, Any]) -> Any:
-        from .producer import send_many
+        from .producer import send_batch
 
         out: list[Message] = []
         result = self._gather(args or (), kwargs or {}, _given(options), out)
         if out:
-            send_many(self.app, out)
+            send_batch(self.app, out)
         return result
 
     def __or__(self, other: Any) -> Any:

@@ -88,6 +88,9 @@ class Settings(MutableMapping[str, Any]):
     def __init__(
         self, changes: Mapping[str, Any] | None = None, *, namespace: str | None = None
     ) -> None:
+        # Names read as attributes are kept in the instance __dict__ (see __getattr__), so
+        # the next `conf.name` is a plain attribute read; any change drops them all.
+        self._cached: list[str] = []
         self._changes: dict[str, Any] = {}
         # Each Settings gets its own copy: a default dict (beat_schedule...) may be mutated.
         self._defaults: dict[str, Any] = copy.deepcopy(DEFAULTS)
@@ -102,7 +105,14 @@ class Settings(MutableMapping[str, Any]):
 
     @namespace.setter
     def namespace(self, value: str | None) -> None:
+        self._forget_cached()
         self._namespace = value
+
+    def _forget_cached(self) -> None:
+        attrs = self.__dict__
+        for name in self._cached:
+            attrs.pop(name, None)
+        self._cached.clear()
 
     @property
     def changes(self) -> dict[str, Any]:
@@ -138,10 +148,12 @@ class Settings(MutableMapping[str, Any]):
         name = self._key(key)
         if name not in self._defaults:
             self._warn_if_typo(key, name)
+        self._forget_cached()
         self._changes[name] = value
 
     def __delitem__(self, key: str) -> None:
         # Like Celery: removes the user's value, so the default shows again.
+        self._forget_cached()
         del self._changes[self._key(key)]
 
     def __contains__(self, key: object) -> bool:
@@ -192,11 +204,16 @@ class Settings(MutableMapping[str, Any]):
         if name.startswith("_"):
             raise AttributeError(name)
         try:
-            return self[name]
+            value = self[name]
         except KeyError:
             raise AttributeError(
                 f"{type(self).__name__!r} object has no attribute {name!r}"
             ) from None
+        # Cached for the next read (the hot path reads several settings per message);
+        # __setitem__/__delitem__ drop the cache, so a later conf.update() is seen.
+        self.__dict__[name] = value
+        self._cached.append(name)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_") or hasattr(type(self), name):

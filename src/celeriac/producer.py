@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _state, signals
-from .protocol import build_task_message
+from .ids import uuid4
+from .protocol import MessageTemplate, build_task_message
 from .result import AsyncResult
 
 if TYPE_CHECKING:
     from .app import Celery
     from .task import Task
+
+#: Task attributes that are defaults for the options of each message.
+_TASK_OPTIONS = ("queue", "priority", "expires", "time_limit", "soft_time_limit", "serializer")
 
 
 def _as_signature_list(value: Any) -> list[dict[str, Any]] | None:
@@ -38,21 +41,22 @@ def _absolute(value: Any, now: datetime) -> datetime | None:
     return now + timedelta(seconds=float(value))
 
 
-def prepare_task_message(
+def _message_arguments(
     app: Celery,
     name: str,
     args: Sequence[Any] | None,
     kwargs: dict[str, Any] | None,
     options: dict[str, Any],
-    task: Task | None = None,
-) -> tuple[Any, Any, float | None, str]:
-    """Resolve options and build (envelope, route, not_before, task_id) for one task."""
+    task: Task | None,
+) -> tuple[dict[str, Any], Any, float | None]:
+    """Resolve options: (the arguments of build_task_message, route, not_before)."""
     conf = app.conf
     if task is not None:
-        for attr in ("queue", "priority", "expires", "time_limit", "soft_time_limit", "serializer"):
-            value = getattr(task, attr, None)
-            if value is not None and attr not in options:
-                options[attr] = value
+        for attr in _TASK_OPTIONS:
+            if attr not in options:
+                value = getattr(task, attr, None)
+                if value is not None:
+                    options[attr] = value
         if task.ignore_result and "ignore_result" not in options:
             options["ignore_result"] = True
     args = args if isinstance(args, tuple | list) else list(args or ())  # a tuple keeps Celery's argsrepr
@@ -64,7 +68,7 @@ def prepare_task_message(
     if countdown is not None and eta is None:
         eta = now + timedelta(seconds=float(countdown))
     expires = _absolute(options.get("expires"), now)
-    task_id = options.get("task_id") or str(uuid.uuid4())
+    task_id = options.get("task_id") or uuid4()
     parent_id = options.get("parent_id")
     root_id = options.get("root_id")
     current = _state.get_current_task()
@@ -76,36 +80,49 @@ def prepare_task_message(
                 root_id = root_id or request.root_id
             if request.children is not None and options.get("add_to_parent", True):
                 request.children.append([[task_id, None], None])  # shown as AsyncResult.children
-    envelope = build_task_message(
-        name,
-        task_id,
-        args,
-        kwargs,
-        eta=eta,
-        expires=expires,
-        group_id=options.get("group_id"),
-        group_index=options.get("group_index"),
-        retries=options.get("retries", 0),
-        time_limit=options.get("time_limit"),
-        soft_time_limit=options.get("soft_time_limit"),
-        root_id=root_id,
-        parent_id=parent_id,
-        origin=options.get("origin"),
-        ignore_result=bool(options.get("ignore_result", False)),
-        shadow=options.get("shadow"),
-        callbacks=_as_signature_list(options.get("link")),
-        errbacks=_as_signature_list(options.get("link_error")),
-        chain=options.get("chain"),
-        chord=options.get("chord"),
-        reply_to=options.get("reply_to") or app.oid,
-        priority=options.get("priority"),
-        headers=options.get("headers"),
-        serializer=options.get("serializer") or conf.task_serializer or "json",
-        compression=options.get("compression") or conf.task_compression,
-        now=now,
-    )
+    arguments = {
+        "name": name,
+        "task_id": task_id,
+        "args": args,
+        "kwargs": kwargs,
+        "eta": eta,
+        "expires": expires,
+        "group_id": options.get("group_id"),
+        "group_index": options.get("group_index"),
+        "retries": options.get("retries", 0),
+        "time_limit": options.get("time_limit"),
+        "soft_time_limit": options.get("soft_time_limit"),
+        "root_id": root_id,
+        "parent_id": parent_id,
+        "origin": options.get("origin"),
+        "ignore_result": bool(options.get("ignore_result", False)),
+        "shadow": options.get("shadow"),
+        "callbacks": _as_signature_list(options.get("link")),
+        "errbacks": _as_signature_list(options.get("link_error")),
+        "chain": options.get("chain"),
+        "chord": options.get("chord"),
+        "reply_to": options.get("reply_to") or app.oid,
+        "priority": options.get("priority"),
+        "headers": options.get("headers"),
+        "serializer": options.get("serializer") or conf.task_serializer or "json",
+        "compression": options.get("compression") or conf.task_compression,
+        "now": now,
+    }
     not_before = eta.timestamp() if eta is not None and eta.timestamp() > time.time() else None
-    return envelope, route, not_before, task_id
+    return arguments, route, not_before
+
+
+def prepare_task_message(
+    app: Celery,
+    name: str,
+    args: Sequence[Any] | None,
+    kwargs: dict[str, Any] | None,
+    options: dict[str, Any],
+    task: Task | None = None,
+) -> tuple[Any, Any, float | None, str]:
+    """Resolve options and build (envelope, route, not_before, task_id) for one task."""
+    arguments, route, not_before = _message_arguments(app, name, args, kwargs, options, task)
+    return build_task_message(**arguments), route, not_before, arguments["task_id"]
 
 
 def _declare_once(app: Celery, broker: Any, queue_name: str) -> None:
@@ -158,13 +175,75 @@ def send_task_message(
 
 def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]]) -> list[AsyncResult[Any]]:
     """Publish many task messages in as few round trips as the broker allows."""
-    items = []
-    results = []
+    return [AsyncResult(task_id, app=app, task_name=message[0])
+            for task_id, message in zip(send_batch(app, messages), messages, strict=True)]
+
+
+# Options that may differ between the messages of one template (see `send_batch`).
+_PER_MESSAGE_OPTIONS = ("task_id", "group_index")
+
+
+def send_batch(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """Publish many task messages (name, args, kwargs, options); return their task ids.
+
+    Consecutive messages for the same task whose options are the same objects but for
+    `task_id` and `group_index` (the members of a group) share one resolution of options
+    and route, and are built from the first one's message (`protocol.MessageTemplate`),
+    unless a router function could route each by its arguments.
+    """
+    items: list[tuple[Any, Any, float | None]] = []
+    ids: list[str] = []
+    shareable = app.router.routes_by_name_only()
+    template: MessageTemplate | None = None
+    name0 = ""
+    keys0: Any = None
+    shared: list[tuple[str, Any]] = []  # the options every member must have, as these objects
+    route: Any = None
+    not_before: float | None = None
+    children: list[Any] | None = None
     for name, args, kwargs, options in messages:
-        envelope, route, not_before, task_id = prepare_task_message(
+        if template is not None and name == name0 and options.keys() == keys0:
+            for key, value in shared:
+                if options[key] is not value:
+                    break
+            else:
+                task_id = options.get("task_id") or uuid4()
+                if children is not None:
+                    children.append([[task_id, None], None])
+                args = args if isinstance(args, tuple | list) else list(args or ())
+                member = template.make(task_id, args, dict(kwargs or {}), options.get("group_index"))
+                items.append((member, route, not_before))
+                ids.append(task_id)
+                continue
+        arguments, route, not_before = _message_arguments(
             app, name, args, kwargs, dict(options), app.tasks.get(name))
+        envelope = build_task_message(**arguments)
         items.append((envelope, route, not_before))
-        results.append(AsyncResult(task_id, app=app, task_name=name))
+        ids.append(arguments["task_id"])
+        template = None
+        if shareable and MessageTemplate.can_share(arguments["headers"]):
+            template = _template(arguments, envelope)
+            name0, keys0 = name, frozenset(options)
+            shared = [(key, value) for key, value in options.items() if key not in _PER_MESSAGE_OPTIONS]
+            children = _current_children(options)
     if items:
         _publish(app, items)
-    return results
+    return ids
+
+
+def _template(arguments: dict[str, Any], envelope: Any) -> MessageTemplate:
+    embed = {"callbacks": arguments["callbacks"], "errbacks": arguments["errbacks"],
+             "chain": arguments["chain"], "chord": arguments["chord"]}
+    root_is_id = not arguments["root_id"]  # build_task_message made it the task id
+    return MessageTemplate(envelope, embed, arguments["serializer"], arguments["compression"], root_is_id)
+
+
+def _current_children(options: dict[str, Any]) -> list[Any] | None:
+    """The running task's list of children, where the next messages must be recorded."""
+    current = _state.get_current_task()
+    if current is None or not options.get("add_to_parent", True):
+        return None
+    request = current.request
+    if request.called_directly or not request.id:
+        return None
+    return request.children

@@ -23,18 +23,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from celeriac.brokers.base import Envelope
+from celeriac.brokers.base import Envelope, SharedEnvelope
 from celeriac.exceptions import DecodeError
 from celeriac.serialization import (
     DEFAULT_ACCEPT,
     compress,
     decompress,
     dumps,
+    encode_json,
     ensure_accepted,
     loads,
 )
 
 __all__ = [
+    "MessageTemplate",
     "TaskMessage",
     "build_task_message",
     "decode_body",
@@ -291,6 +293,68 @@ def build_task_message(
     properties["priority"] = priority or 0
 
     return Envelope(body, message_headers, properties, content_type, content_encoding)
+
+
+# Header and property keys that differ between the messages of one template.
+_PER_MESSAGE_HEADERS = ("id", "group_index", "argsrepr", "kwargsrepr")
+_PER_MESSAGE_PROPERTIES = ("correlation_id",)
+
+
+@dataclass(slots=True)
+class MessageTemplate:
+    """Messages that differ from `first` only in task id, args, kwargs and group index.
+
+    `make` builds each of them as `build_task_message` would, from copies of the first
+    message's headers and properties (the members of a group: ~3 us instead of ~10 us).
+    Not for messages with their own `root_id` per task (it defaults to the task id) unless
+    `root_is_id`, nor extra headers that override these fields (see `can_share`).
+
+    Attributes:
+        first: The message built by `build_task_message` for the first task.
+        embed: Its embed (`callbacks`, `errbacks`, `chain`, `chord`).
+        serializer: Its body serializer name.
+        compression: Its compression name, or None.
+        root_is_id: The root id is each message's own task id (no parent, no root given).
+    """
+
+    first: Envelope
+    embed: dict[str, Any]
+    serializer: str
+    compression: str | None
+    root_is_id: bool
+    changed: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    embed_json: str | None = None
+
+    def __post_init__(self) -> None:
+        headers = _PER_MESSAGE_HEADERS + (("root_id",) if self.root_is_id else ())
+        self.changed = (headers, _PER_MESSAGE_PROPERTIES)
+        if self.serializer == "json":
+            self.embed_json = encode_json(self.embed)
+
+    @staticmethod
+    def can_share(extra_headers: Mapping[str, Any] | None) -> bool:
+        """Whether messages with these extra headers may be built from a template."""
+        return not extra_headers or not (extra_headers.keys() & {*_PER_MESSAGE_HEADERS, "root_id"})
+
+    def make(self, task_id: str, args: list[Any] | tuple[Any, ...], kwargs: Mapping[str, Any],
+             group_index: int | None) -> SharedEnvelope:
+        """The message for one more task (args a list or tuple, kwargs a dict)."""
+        first = self.first
+        if self.embed_json is not None:  # what dumps() writes, with the embed encoded once
+            try:
+                body = f"[{encode_json(args)}, {encode_json(kwargs)}, {self.embed_json}]".encode()
+            except RecursionError as exc:
+                raise ValueError("Circular reference detected (or nesting too deep)") from exc
+        else:
+            body, _, _ = dumps((args, kwargs, self.embed), self.serializer)
+        headers = {**first.headers, "id": task_id, "group_index": group_index,
+                   "argsrepr": _short_repr(args), "kwargsrepr": _short_repr(kwargs)}
+        if self.root_is_id:
+            headers["root_id"] = task_id
+        if self.compression:
+            body, headers["compression"] = compress(body, self.compression)
+        return SharedEnvelope(body, headers, {**first.properties, "correlation_id": task_id},
+                              first.content_type, first.content_encoding, first, self.changed)
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -303,6 +303,11 @@ class Router:
 
     # -- routes --------------------------------------------------------------------------
 
+    def routes_by_name_only(self) -> bool:
+        """Whether routes depend on the task name and options alone (no router functions,
+        which may look at the arguments): then tasks of one name share a route."""
+        return all(isinstance(router, MapRoute) for router in self._routers)
+
     def route(
         self,
         task_name: str,

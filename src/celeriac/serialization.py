@@ -39,6 +39,7 @@ __all__ = [
     "compress",
     "decompress",
     "dumps",
+    "encode_json",
     "ensure_accepted",
     "loads",
 ]
@@ -127,6 +128,11 @@ def _make_json_encode() -> Callable[[Any], str]:
 
 
 _json_encode = _make_json_encode()
+
+
+#: `encode_json(obj) -> str`: JSON text as `json.dumps(obj)` writes it (kombu's format), but
+#: faster, and with kombu's `__type__` wrapping of datetime, Decimal, UUID and bytes.
+encode_json: Callable[[Any], str] = _json_encode
 
 
 def _decode_uuid(value: Any) -> uuid.UUID:

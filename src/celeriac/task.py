@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import _state, states
+from .canvas import Signature
 from .exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from .app import Celery
-    from .canvas import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -353,8 +353,6 @@ class Task(Generic[P, R]):
 
     def signature(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
                   *starargs: Any, **options: Any) -> Signature:
-        from .canvas import Signature
-
         return Signature(self.name, args or (), kwargs or {}, options, app=self.app)
 
     subtask = signature

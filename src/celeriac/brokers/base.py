@@ -25,6 +25,19 @@ class Envelope:
     content_encoding: str = "utf-8"
 
 
+@dataclass(slots=True)
+class SharedEnvelope(Envelope):
+    """An envelope that equals `template` but for its body and the header and property keys
+    named in `changed` (`(header keys, property keys)`), as the members of a group are.
+
+    It is a complete envelope (any broker can treat it as one); a broker may use the promise
+    to encode the common part once for a batch (Redis: `publish_many`).
+    """
+
+    template: Envelope | None = None
+    changed: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+
 @dataclass(slots=True, frozen=True)
 class Route:
     """Where a message goes: a queue, reached through an exchange with a routing key.

@@ -50,11 +50,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from operator import itemgetter
 from typing import Any
 
 import redis
@@ -62,9 +65,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..exceptions import ImproperlyConfigured, OperationalError
+from ..ids import uuid4
+from ..serialization import encode_json
 from ..urls import mask_url, parse_url, split_urls
 from . import redis_lua as lua
-from .base import Broker, Delivery, Envelope, Route, Subscription
+from .base import Broker, Delivery, Envelope, Route, SharedEnvelope, Subscription
 from .base import FanoutSubscription as BaseFanoutSubscription
 
 __all__ = ["RedisBroker", "RedisSubscription", "FanoutSubscription", "redis_client"]
@@ -185,20 +190,87 @@ def decode_envelope(raw: bytes | str) -> Envelope:
     )
 
 
-def encode_envelope(envelope: Envelope, exchange: str, routing_key: str) -> str:
-    """Serialize an envelope as kombu does: fields, property order and a new delivery tag."""
-    props = {k: v for k, v in envelope.properties.items() if k not in _KOMBU_PROPERTIES}
+def encode_envelope(envelope: Envelope, exchange: str, routing_key: str, tag: str | None = None) -> str:
+    """Serialize an envelope as kombu does: fields, property order and a new delivery tag.
+
+    `tag`: the delivery tag (a uuid4), when the caller made many at once.
+    """
+    properties = envelope.properties
+    props = {k: v for k, v in properties.items() if k not in _KOMBU_PROPERTIES}
     props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
-    props["priority"] = envelope.properties.get("priority") or 0
+    props["priority"] = properties.get("priority") or 0
     props["body_encoding"] = "base64"
-    props["delivery_tag"] = str(uuid.uuid4())
-    return json.dumps({
+    props["delivery_tag"] = tag or uuid4()
+    # The prebuilt C encoder writes what json.dumps writes (byte-identical: test_redis_layout).
+    return encode_json({
         "body": base64.b64encode(envelope.body).decode("ascii"),
         "content-encoding": envelope.content_encoding,
         "content-type": envelope.content_type,
         "headers": envelope.headers,
         "properties": props,
     })
+
+
+def _json_value(value: Any) -> str:
+    return encode_basestring_ascii(value) if type(value) is str else encode_json(value)
+
+
+def _values(keys: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function returning the values of `keys` in a mapping, as a tuple."""
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda mapping: (mapping[key],)
+    return itemgetter(*keys) if keys else lambda mapping: ()
+
+
+class _SharedEncoding:
+    """The kombu JSON of a `SharedEnvelope`, as a %-format with a slot where members differ.
+
+    The template is encoded once by `encode_envelope` with a unique marker in each place that
+    differs (body, changed headers, changed properties, delivery tag: the order in which
+    they come in the text); each member is then the format filled with its own values: byte
+    for byte what `encode_envelope` gives for it, in a fifth of the time.
+    """
+
+    def __init__(self, envelope: SharedEnvelope, exchange: str, routing_key: str) -> None:
+        template = envelope.template
+        assert template is not None
+        token = uuid.uuid4().hex
+        headers = dict(template.headers)
+        properties = dict(template.properties)
+        # In the order the text has them.
+        header_keys = tuple(key for key in headers if key in envelope.changed[0])
+        property_keys = tuple(key for key in properties if key in envelope.changed[1])
+        body_marker = token  # 32 hex digits: its own base64 text
+        markers = [f'"{body_marker}"']
+        for key in header_keys:
+            headers[key] = f"{token}-h-{key}"
+            markers.append(_json_value(headers[key]))
+        for key in property_keys:
+            properties[key] = f"{token}-p-{key}"
+            markers.append(_json_value(properties[key]))
+        markers.append(_json_value(f"{token}-tag"))
+        shell = Envelope(base64.b64decode(body_marker), headers, properties,
+                         template.content_type, template.content_encoding)
+        text = encode_envelope(shell, exchange, routing_key, f"{token}-tag").replace("%", "%%")
+        positions = [text.find(marker) for marker in markers]
+        if (positions != sorted(positions) or min(positions) < 0 or any(text.count(m) != 1 for m in markers)
+                or len(header_keys) + len(property_keys) != len(envelope.changed[0]) + len(envelope.changed[1])):
+            raise ValueError("not a template this encoding can cut")  # then each is encoded alone
+        for marker in markers:
+            text = text.replace(marker, '"%s"' if marker in (markers[0], markers[-1]) else "%s")
+        self.format = text
+        self.header_values = _values(header_keys)
+        self.property_values = _values(property_keys)
+
+    def encode(self, envelope: Envelope, tag: str) -> str:
+        """The kombu JSON of one member."""
+        return self.format % (
+            base64.b64encode(envelope.body).decode("ascii"),
+            *map(_json_value, self.header_values(envelope.headers)),
+            *map(_json_value, self.property_values(envelope.properties)),
+            tag,
+        )
 
 
 class RedisBroker(Broker):
@@ -242,6 +314,10 @@ class RedisBroker(Broker):
         self.forget_script = register(lua.FORGET)
         self.bind_expiring_script = register(lua.BIND_EXPIRING)
         self.unlock_script = register(lua.UNLOCK)
+        # The publishing link: one pool connection kept by the broker (see `_command`).
+        self._link: Any = None
+        self._link_pid = 0
+        self._link_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -258,6 +334,34 @@ class RedisBroker(Broker):
                 delay = min(0.1 * 2 ** (attempt - 1), 2.0)
                 logger.warning("Redis at %s unreachable (%s); retry %d in %.1fs", self.masked_url, exc, attempt, delay)
                 time.sleep(delay)
+
+    def _command(self, *args: Any) -> Any:
+        """Run one command on the broker's publishing link, a pool connection kept checked out.
+
+        Checking a connection out of redis-py's pool and back costs ~10 us per command (a
+        poll for stray data, locks, metrics); a single `delay()` is ~40 us in all, so the link
+        is kept. A thread that finds it busy uses the pool. A connection that failed mid-command
+        (its replies may be out of step) is dropped and the error raised, for `_retry`.
+        """
+        if not self._link_lock.acquire(blocking=False):
+            return self.client.execute_command(*args)
+        try:
+            conn = self._link
+            if conn is None or self._link_pid != os.getpid():  # a forked child never uses the parent's
+                conn = self._link = self.client.connection_pool.get_connection()
+                self._link_pid = os.getpid()
+            try:
+                conn.send_command(*args)
+                return conn.read_response()
+            except redis.ResponseError:  # the reply was read: the connection is in step
+                raise
+            except BaseException:
+                self._link = None
+                conn.disconnect()
+                self.client.connection_pool.release(conn)
+                raise
+        finally:
+            self._link_lock.release()
 
     def _pipe(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run (method name, *args) commands in one pipeline, retried as a whole.
@@ -358,34 +462,62 @@ class RedisBroker(Broker):
             # The common case, one round trip without a pipeline (bench: enqueue, single delay()).
             queue = route.routing_key or route.queue
             key = self.queue_key(queue, _step(envelope.properties.get("priority")))
-            self._retry(self.client.lpush, key, encode_envelope(envelope, "", queue))
+            self._retry(self._command, "LPUSH", key, encode_envelope(envelope, "", queue))
             return
         self.publish_many([(envelope, route, not_before)])
 
     def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]]) -> None:
-        """Send many messages in one pipeline (plus one to read the bindings they need)."""
+        """Send many messages in one pipeline (plus one to read the bindings they need).
+
+        Consecutive messages to one list go in one LPUSH (which keeps their order); the
+        members of a group (`SharedEnvelope`s of one template) are encoded from one cut text.
+        """
         named = {r.exchange for _, r, _ in items if r.exchange and self._exchange_type(r) != "fanout"}
         tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name) for name in named}
         now = time.time()
         commands: list[list[Any]] = []
+        shared: dict[tuple[int, str, str], _SharedEncoding | None] = {}
+        targets: dict[int, list[str]] = {}  # id(route) -> queues (the routes live in `items`)
         for envelope, route, not_before in items:
             routing_key = route.routing_key or (route.queue if not route.exchange else "")
-            raw = encode_envelope(envelope, route.exchange, routing_key)
+            raw = self._encode(envelope, route.exchange, routing_key, shared)
             if route.exchange and self._exchange_type(route) == "fanout":
                 commands.append(["publish", self.fanout_channel(route.exchange, routing_key), raw])
                 continue
+            queues = targets.get(id(route))
+            if queues is None:
+                queues = targets[id(route)] = self._targets(route, tables)
             step = _step(envelope.properties.get("priority"))
-            for queue in self._targets(route, tables):
+            for queue in queues:
                 if not_before is not None and not_before > now:
                     commands.append(["zadd", self.delayed_key(queue), {raw: not_before}])
-                elif commands and commands[-1][0] == "lpush" and commands[-1][1] == self.queue_key(queue, step):
-                    commands[-1].append(raw)  # one LPUSH of many values keeps their order
+                    continue
+                key = self.queue_key(queue, step)
+                if commands and commands[-1][0] == "lpush" and commands[-1][1] == key:
+                    commands[-1].append(raw)
                 else:
-                    commands.append(["lpush", self.queue_key(queue, step), raw])
+                    commands.append(["lpush", key, raw])
                 if queue in self.expires:
                     for s in PRIORITY_STEPS:
                         commands.append(["pexpire", self.queue_key(queue, s), self.expires[queue]])
         self._pipe([tuple(command) for command in commands])
+
+    @staticmethod
+    def _encode(envelope: Envelope, exchange: str, routing_key: str,
+                shared: dict[tuple[int, str, str], _SharedEncoding | None]) -> str:
+        """`encode_envelope`, from the template's cut text for a `SharedEnvelope`."""
+        if not isinstance(envelope, SharedEnvelope) or envelope.template is None:
+            return encode_envelope(envelope, exchange, routing_key)
+        key = (id(envelope.template), exchange, routing_key)
+        if key not in shared:
+            try:
+                shared[key] = _SharedEncoding(envelope, exchange, routing_key)
+            except ValueError:
+                shared[key] = None
+        encoding = shared[key]
+        if encoding is None:
+            return encode_envelope(envelope, exchange, routing_key)
+        return encoding.encode(envelope, uuid4())
 
     def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
         """PUBLISH to a fanout exchange's channel (broadcast, remote control, events)."""
@@ -427,6 +559,10 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Release connections."""
+        with self._link_lock:
+            conn, self._link = self._link, None
+            if conn is not None and self._link_pid == os.getpid():
+                self.client.connection_pool.release(conn)
         self.client.close()
 
     # -- restoring (used by subscriptions) --------------------------------------------------

@@ -2,7 +2,8 @@
 
 - ``celery-task-meta-<id>``: the task's meta as JSON, written with SETEX (`result_expires`,
   default one day; plain SET when results never expire) and PUBLISHed on a channel of the
-  same name in the same pipeline, so a waiting `get()` wakes at once.
+  same name in the same write, so a waiting `get()` wakes at once and takes the meta from the
+  message (no second read).
 - ``celery-taskset-meta-<gid>``: a saved GroupResult; ``.s .j .t .d .c`` beside it are the
   chord counters Celery 5.7 uses (see `RedisBackend.chord_part_done`).
 - ``result_backend_transport_options['global_keyprefix']`` prefixes every key and channel
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -95,6 +97,10 @@ class RedisBackend(Backend):
         self.claim_seconds = max(5, int((conf.get("result_chord_join_timeout") or 3.0) * 2))
         self._claims: dict[str, str] = {}
         self._local = threading.local()
+        # One pool connection kept for reads and writes (see `_run`).
+        self._link: Any = None
+        self._link_pid = 0
+        self._link_lock = threading.Lock()
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)
 
@@ -110,25 +116,39 @@ class RedisBackend(Backend):
 
     # -- primitives ------------------------------------------------------------------------
 
+    def _run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one write and read their replies, on a pool connection the backend
+        keeps (a checkout per command costs more than the command); a thread that finds it
+        busy uses a pipeline from the pool."""
+        if not self._link_lock.acquire(blocking=False):
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute()
+        try:
+            conn = self._link
+            if conn is None or self._link_pid != os.getpid():  # never the parent's, after a fork
+                conn = self._link = self.client.connection_pool.get_connection()
+                self._link_pid = os.getpid()
+            return _send_and_read(conn, commands)
+        finally:
+            self._link_lock.release()
+
     def _get(self, key: str) -> bytes | None:
-        return self._retry(self.client.get, self.prefix + key)
+        return self._retry(self._run, [("GET", self.prefix + key)])[0]  # type: ignore[no-any-return]
 
     def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return self._retry(self.client.mget, [self.prefix + key for key in keys]) if keys else []
+        if not keys:
+            return []
+        return self._retry(self._run, [("MGET", *[self.prefix + key for key in keys])])[0]  # type: ignore[no-any-return]
 
     def _write(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for key, value in items:
-                full = self.prefix + key
-                if ttl:
-                    pipe.execute_command("SETEX", full, ttl, value)  # Celery's command
-                else:
-                    pipe.set(full, value)
-                pipe.publish(full, value)
-            pipe.execute()
-
-        self._retry(run)
+        commands: list[tuple[Any, ...]] = []
+        for key, value in items:
+            full = self.prefix + key
+            commands.append(("SETEX", full, ttl, value) if ttl else ("SET", full, value))  # Celery's
+            commands.append(("PUBLISH", full, value))
+        self._retry(self._run, commands)
 
     def _set(self, key: str, value: bytes, ttl: int | None) -> None:
         self._write([(key, value)], ttl)
@@ -141,27 +161,30 @@ class RedisBackend(Backend):
         self._retry(self.client.delete, self.prefix + key)
 
     def close(self) -> None:
-        pubsub = getattr(self._local, "pubsub", None)
-        if pubsub is not None:
-            pubsub.close()
-            self._local.pubsub = None
+        self._drop_waiter()
+        with self._link_lock:
+            if self._link is not None and self._link_pid == os.getpid():
+                self._link.disconnect()
+            self._link = None
         self.client.close()
 
     # -- waiting ---------------------------------------------------------------------------
 
-    def _pubsub(self) -> redis.client.PubSub:
-        # One PUB/SUB connection per thread, kept: a new one per get() costs a TCP connect.
-        pubsub = getattr(self._local, "pubsub", None)
-        if pubsub is None:
-            pubsub = self._local.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        return pubsub
+    def _waiter(self) -> Any:
+        """This thread's connection for waiting (kept: a new one per get() costs a connect)."""
+        conn = getattr(self._local, "waiter", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._local.waiter = self.client.connection_pool.get_connection()
+            self._local.pid = os.getpid()
+            self._local.channel = None
+        return conn
 
-    def _drop_pubsub(self) -> None:
-        pubsub = getattr(self._local, "pubsub", None)
-        self._local.pubsub = None
-        if pubsub is not None:
+    def _drop_waiter(self) -> None:
+        conn = getattr(self._local, "waiter", None)
+        self._local.waiter = None
+        if conn is not None and self._local.pid == os.getpid():
             try:
-                pubsub.close()
+                conn.disconnect()
             except Exception:  # already broken: nothing to release
                 pass
 
@@ -170,45 +193,68 @@ class RedisBackend(Backend):
     ) -> dict[str, Any]:
         """Wait until the task is ready and return its meta; woken by the result's PUBLISH.
 
-        Subscribes first, then reads the key, so a result written in between is not missed.
+        One write on this thread's waiting connection: UNSUBSCRIBE from the last wait's
+        channel, GET the key, SUBSCRIBE to its channel (valid in RESP2 and RESP3: the GET runs
+        unsubscribed). Redis runs a client's pipelined commands back to back, so a result
+        stored after the GET is published to us; the meta then comes in the message itself.
         """
         key = self.prefix + TASK_KEYPREFIX + task_id
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            pubsub = self._pubsub()
             try:
-                pubsub.subscribe(key)
-                try:
-                    meta = self._wait_subscribed(pubsub, key, task_id, deadline)
-                finally:
-                    pubsub.unsubscribe(key)
-                return meta
+                return self._wait(key, task_id, deadline)
             except _CONNECTION_ERRORS:
-                self._drop_pubsub()
+                self._drop_waiter()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"The operation timed out waiting for task {task_id}.") from None
                 time.sleep(0.1)
 
-    def _wait_subscribed(self, pubsub: Any, key: str, task_id: str, deadline: float | None) -> dict[str, Any]:
+    def _wait(self, key: str, task_id: str, deadline: float | None) -> dict[str, Any]:
+        conn = self._waiter()
+        old = self._local.channel
+        commands: list[tuple[Any, ...]] = [("UNSUBSCRIBE", old)] if old is not None else []
+        commands += [("GET", key), ("SUBSCRIBE", key)]
+        self._local.channel = None
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            if old is not None:
+                while not _is_reply(conn.read_response(push_request=True), b"unsubscribe"):
+                    pass  # a message of the last wait's channel, published before it ended
+            data = conn.read_response(push_request=True)
+            if not _is_reply(conn.read_response(push_request=True), b"subscribe"):
+                raise redis.ConnectionError("unexpected reply to SUBSCRIBE")
+            self._local.channel = key  # left subscribed; the next wait unsubscribes in its write
+            return self._wait_subscribed(conn, data, key, task_id, deadline)
+        except TimeoutError:
+            raise  # ours, between replies: the connection is in step
+        except BaseException:
+            self._drop_waiter()  # replies may be out of step: start afresh
+            raise
+
+    def _wait_subscribed(self, conn: Any, data: bytes | None, key: str, task_id: str,
+                         deadline: float | None) -> dict[str, Any]:
         channel = key.encode()
         while True:
-            meta = self.get_task_meta(task_id)
-            if meta["status"] in states.READY_STATES:
-                return meta
-            # Re-read the key at least every second: a PUBLISH lost to a reconnect is found.
+            if data is not None:
+                meta = self.decode(data)
+                if meta["status"] in states.READY_STATES:
+                    return meta
+            # Read the key again at least every second: a PUBLISH lost to a reconnect is found.
             next_read = time.monotonic() + 1.0
-            while time.monotonic() < next_read:
+            data = None
+            while data is None and time.monotonic() < next_read:
                 wait = next_read - time.monotonic()
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
                     if wait <= 0:
                         raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
-                message = pubsub.get_message(timeout=wait)
-                if message is None or message["type"] != "message" or message["channel"] != channel:
-                    continue  # a stale message from an earlier wait on this connection
-                meta = self.decode(message["data"])
-                if meta["status"] in states.READY_STATES:
-                    return meta
+                if not conn.can_read(timeout=wait):
+                    continue
+                reply = conn.read_response(push_request=True)
+                if _is_reply(reply, b"message") and reply[1] == channel:
+                    data = reply[2]
+            if data is None:
+                data = self._get(TASK_KEYPREFIX + task_id)
 
     # -- chords ----------------------------------------------------------------------------
 
@@ -271,4 +317,29 @@ class RedisBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<RedisBackend {mask_url(self.url)}>"
+
+
+def _is_reply(reply: Any, kind: bytes) -> bool:
+    """Whether a RESP2 reply is a PUB/SUB one of this kind (message, subscribe, ...)."""
+    return isinstance(reply, list) and len(reply) == 3 and reply[0] == kind
+
+
+def _send_and_read(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send commands in one write; read every reply (so the connection stays in step) and raise
+    the first error reply. A connection that failed midway is dropped: it reconnects on use."""
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()
+        raise
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies
 

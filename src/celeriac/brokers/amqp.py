@@ -133,14 +133,22 @@ def message_from_envelope(envelope: Envelope, *, strip_expiration: bool = False)
 
 def envelope_from_message(message: amqp.Message) -> Envelope:
     """The envelope of a received message; its `delivery_info` goes into the properties."""
-    props = dict(message.properties)
+    info = message.delivery_info or {}
+    return envelope_from_delivery(dict(message.properties), message.body, info.get("exchange", ""),
+                                  info.get("routing_key", ""), bool(info.get("redelivered")),
+                                  info.get("delivery_tag"))
+
+
+def envelope_from_delivery(props: dict[str, Any], body: bytes | str, exchange: str, routing_key: str,
+                           redelivered: bool, delivery_tag: int | None) -> Envelope:
+    """The envelope of a delivery from its decoded properties (a dict we may change) and body."""
     headers = props.pop("application_headers", None) or {}
     content_type = props.pop("content_type", None) or "application/json"
     content_encoding = props.pop("content_encoding", None) or "utf-8"
-    info = message.delivery_info or {}
-    props["delivery_info"] = {"exchange": info.get("exchange", ""), "routing_key": info.get("routing_key", ""),
-                              "redelivered": bool(info.get("redelivered")), "delivery_tag": info.get("delivery_tag")}
-    body = message.body if isinstance(message.body, bytes) else bytes(message.body, content_encoding)
+    props["delivery_info"] = {"exchange": exchange, "routing_key": routing_key,
+                              "redelivered": redelivered, "delivery_tag": delivery_tag}
+    if not isinstance(body, bytes):
+        body = bytes(body, content_encoding)
     return Envelope(body, headers, props, content_type, content_encoding)
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import ssl
-import struct
 import threading
 import time
 import uuid
@@ -28,18 +26,12 @@ from .amqp import (
     AMQPBroker,
     close_connection,
     declare_queue,
-    envelope_from_message,
+    envelope_from_delivery,
 )
+from .amqp_frames import decode_properties, parse_deliver, read_frames
 from .base import Delivery, Envelope, FanoutSubscription, Route, Subscription
 
 __all__ = ["AMQPSubscription"]
-
-#: How much to read from the socket at a time: many frames (a task message is ~3 frames).
-READ_CHUNK = 256 * 1024
-#: Chunks read per call at most (a no-ack queue has no prefetch to bound it).
-MAX_CHUNKS = 64
-FRAME_END = 0xCE
-_FRAME_HEADER = struct.Struct(">BHI")
 
 # The broker's logger, as before the consumer moved to its own module.
 logger = logging.getLogger("celeriac.brokers.amqp")
@@ -162,17 +154,31 @@ class AMQPSubscription(Subscription, FanoutSubscription):
         self.unacked.clear()
 
     def _on_message(self, message: amqp.Message) -> None:
-        envelope = envelope_from_message(message)
+        """A delivery py-amqp assembled (frames split across reads, or during its own waits)."""
         info = message.delivery_info
         queue = self._consumers.get(info.get("consumer_tag", ""), str(info.get("routing_key", "")))
-        if str(info.get("exchange", "")).startswith("celery_delayed_"):
+        self._add(queue, dict(message.properties), message.body, str(info.get("exchange", "")),
+                  str(info.get("routing_key", "")), bool(info.get("redelivered")), info["delivery_tag"])
+
+    def _deliver(self, args: bytes, header: bytes, body: bytes) -> bool:
+        """A basic.deliver whose frames `read_frames` found whole: decoded here, not by py-amqp."""
+        consumer_tag, tag, redelivered, exchange, routing_key = parse_deliver(args)
+        queue = self._consumers.get(consumer_tag)
+        if queue is None:
+            return False  # not ours (cancelled meanwhile): py-amqp's way, which rejects it
+        self._add(queue, decode_properties(header, 12), body, exchange, routing_key, redelivered, tag)
+        return True
+
+    def _add(self, queue: str, props: dict[str, Any], body: bytes | str, exchange: str, routing_key: str,
+             redelivered: bool, tag: int) -> None:
+        if exchange.startswith("celery_delayed_"):
             # Out of the delay levels: name the queue itself, so a retry routed by
             # `request.delivery_info` goes straight back to it, not into a delay level.
-            envelope.properties["delivery_info"].update(exchange="", routing_key=queue)
+            exchange, routing_key = "", queue
+        envelope = envelope_from_delivery(props, body, exchange, routing_key, redelivered, tag)
         if not self.no_ack:
-            self.unacked.add(info["delivery_tag"])
-        delivery = Delivery(envelope, queue, (self.generation, info["delivery_tag"]), bool(info.get("redelivered")))
-        self.buffer.append(delivery)
+            self.unacked.add(tag)
+        self.buffer.append(Delivery(envelope, queue, (self.generation, tag), redelivered))
 
     # -- heartbeats -------------------------------------------------------------------------
 
@@ -194,7 +200,7 @@ class AMQPSubscription(Subscription, FanoutSubscription):
     def _pump(self, timeout: float) -> None:
         """Read frames for up to `timeout` seconds, then whatever else has arrived; tick."""
         assert self.connection is not None
-        read_frames(self.connection, timeout)
+        read_frames(self.connection, timeout, self._deliver)
         # After reading, so heartbeats that waited in the socket count as received.
         self.connection.heartbeat_tick(rate=2)
         self._last_tick = time.monotonic()
@@ -285,50 +291,3 @@ class AMQPSubscription(Subscription, FanoutSubscription):
         if connection is not None and self._pid == os.getpid():  # not a forked copy's
             close_connection(connection)
 
-
-def read_frames(connection: amqp.Connection, timeout: float) -> None:
-    """Handle the frames that arrive within `timeout` s, then all that have arrived meanwhile,
-    reading the socket in large chunks.
-
-    py-amqp's own `drain_events` reads each frame with three exact-size `recv` calls (header,
-    payload, end) and sets the socket timeout twice per frame: about ten system calls per
-    message. Here one `recv` brings many frames, which go to py-amqp's frame handler as
-    usual. Bytes of an incomplete frame go back to the transport's read buffer, where
-    py-amqp's synchronous calls (basic_qos, basic_cancel, close) read them first.
-    """
-    transport = connection.transport
-    sock = transport.sock
-    on_frame = connection.on_inbound_frame
-    data, transport._read_buffer = transport._read_buffer, b""
-    pos = 0
-    previous = sock.gettimeout()
-    deadline = time.monotonic() + timeout
-    handled = False  # a frame came: from then on, take only what has arrived
-    try:
-        for _ in range(MAX_CHUNKS):
-            while len(data) - pos >= 8:  # every complete frame in the buffer
-                frame_type, channel, size = _FRAME_HEADER.unpack_from(data, pos)
-                end = pos + 7 + size
-                if len(data) <= end:
-                    break
-                if data[end] != FRAME_END:
-                    raise amqp.exceptions.UnexpectedFrame(f"Frame without frame end (0x{data[end]:02x})")
-                payload = data[pos + 7:end]
-                pos = end + 1
-                on_frame((frame_type, channel, payload))
-                handled = True
-            sock.settimeout(0.0 if handled else max(0.0, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(READ_CHUNK)
-            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
-                return
-            if not chunk:
-                raise ConnectionResetError("RabbitMQ closed the connection")
-            data = data[pos:] + chunk if pos < len(data) else chunk
-            pos = 0
-    finally:
-        transport._read_buffer = data[pos:] + transport._read_buffer
-        try:
-            sock.settimeout(previous)
-        except OSError:  # closed meanwhile
-            pass

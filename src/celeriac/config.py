@@ -91,6 +91,8 @@ class Settings(MutableMapping[str, Any]):
         # Names read as attributes are kept in the instance __dict__ (see __getattr__), so
         # the next `conf.name` is a plain attribute read; any change drops them all.
         self._cached: list[str] = []
+        #: Counts changes: a cache of values derived from the settings keeps it to see one.
+        self._version = 0
         self._changes: dict[str, Any] = {}
         # Each Settings gets its own copy: a default dict (beat_schedule...) may be mutated.
         self._defaults: dict[str, Any] = copy.deepcopy(DEFAULTS)
@@ -109,6 +111,7 @@ class Settings(MutableMapping[str, Any]):
         self._namespace = value
 
     def _forget_cached(self) -> None:
+        self._version += 1
         attrs = self.__dict__
         for name in self._cached:
             attrs.pop(name, None)

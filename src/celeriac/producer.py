@@ -167,10 +167,37 @@ def send_task_message(
     options: dict[str, Any],
     task: Task | None = None,
 ) -> AsyncResult[Any]:
-    """Publish one task message; return its AsyncResult."""
+    """Publish one task message; return its AsyncResult.
+
+    `task.delay(...)` (a registered task, no options, not sent from a running task) is built
+    from the task's `MessageTemplate`, kept until the settings, the task's options or the
+    client id change: its options and route are resolved once, not per message.
+    """
+    if task is not None and not options and _state.get_current_task() is None:
+        key = _template_key(app, task)
+        cached = task.__dict__.get("_celeriac_template")
+        if cached is not None and cached[0] == key:
+            template, route = cached[1], cached[2]
+            task_id = uuid4()
+            args = args if isinstance(args, tuple | list) else list(args or ())
+            _publish(app, [(template.make(task_id, args, dict(kwargs or {}), None), route, None)])
+            return AsyncResult(task_id, app=app, task_name=name)
+        arguments, route, not_before = _message_arguments(app, name, args, kwargs, {}, task)
+        envelope = build_task_message(**arguments)
+        if (arguments["eta"] is None and arguments["expires"] is None and not_before is None
+                and app.router.routes_by_name_only() and MessageTemplate.can_share(arguments["headers"])):
+            task.__dict__["_celeriac_template"] = (key, _template(arguments, envelope), route)
+        _publish(app, [(envelope, route, not_before)])
+        return AsyncResult(arguments["task_id"], app=app, task_name=name)
     envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
     _publish(app, [(envelope, route, not_before)])
     return AsyncResult(task_id, app=app, task_name=name)
+
+
+def _template_key(app: Celery, task: Task) -> tuple[Any, ...]:
+    """What a task's message template depends on, besides the task's name."""
+    return (app.conf._version, app.router, app.oid, task.ignore_result,
+            *[getattr(task, attr, None) for attr in _TASK_OPTIONS])
 
 
 def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]]) -> list[AsyncResult[Any]]:

@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from celeriac import Celery, group  # noqa: E402
 from celeriac.brokers.base import Envelope, Route, SharedEnvelope  # noqa: E402
-from celeriac.brokers.redis import RedisBroker, _SharedEncoding, encode_envelope  # noqa: E402
+from celeriac.brokers.redis import RedisBroker, _SharedEncoding, decode_envelope, encode_envelope  # noqa: E402
 from celeriac.config import Settings  # noqa: E402
 from celeriac.ids import uuid4, uuid4_many  # noqa: E402
 from celeriac.producer import _message_arguments, _template, send_batch  # noqa: E402
@@ -220,3 +221,66 @@ def test_redis_publishing_link_survives_a_killed_connection_and_a_fork() -> None
     broker.publish(Envelope(b"4", {"n": 4}), route)  # the parent's link still works
     assert [json.loads(m)["headers"]["n"] for m in r.lrange("link", 0, -1)][::-1] == [1, 2, 3, 4]
     broker.close()
+
+
+# -- delay() from the task's template -------------------------------------------------------------
+
+
+def test_repeated_delay_calls_are_whole_messages_and_follow_changes() -> None:
+    app = memory_app()
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    results = [add.delay(i, y=i) for i in range(3)]
+    add.queue = "other"  # a task option changed after the first sends
+    moved = add.delay(9, y=9)
+    add.queue = None
+    back = add.delay(6, y=6)
+    app.conf.task_compression = "gzip"  # and a setting
+    compressed = add.delay(7, y=7)
+    sent = drain(app)
+    assert [e.headers["id"] for e in sent] == [r.id for r in results] + [back.id, compressed.id]
+    for envelope, i in zip(sent, [0, 1, 2, 6, 7], strict=True):
+        assert envelope.headers["root_id"] == envelope.headers["id"] == envelope.properties["correlation_id"]
+        assert envelope.headers["argsrepr"] == f"({i},)" and envelope.headers["kwargsrepr"] == f"{{'y': {i}}}"
+        assert decode_body(task_message_from_envelope(envelope), None)[:2] == ([i], {"y": i})
+        assert envelope.properties["reply_to"] == app.oid
+    assert [e.headers.get("compression") for e in sent] == [None, None, None, None, "application/x-gzip"]
+    assert [e.headers["id"] for e in drain(app, "other")] == [moved.id]
+
+
+def test_delay_with_a_task_expiry_gets_its_own_expiry_each_time() -> None:
+    app = memory_app()
+
+    @app.task(name="t.add", expires=60)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    add.delay(1, 1)
+    time.sleep(0.01)
+    add.delay(2, 2)
+    first, second = drain(app)
+    assert first.headers["expires"] < second.headers["expires"]
+
+
+def test_redis_messages_of_templates_are_what_encode_envelope_writes() -> None:
+    r = require_redis(DB)
+    app = Celery("t", broker=redis_url(DB), backend=None, set_as_current=False)
+
+    @app.task(name="t.add", ignore_result=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    for i in range(3):
+        add.delay(i, "100% \u00e9")
+    group(add.s(i, i) for i in range(3)).apply_async()
+    raws = [raw.decode() for raw in r.lrange("celery", 0, -1)][::-1]
+    assert len(raws) == 6
+    for raw in raws:
+        tag = json.loads(raw)["properties"]["delivery_tag"]
+        assert encode_envelope(decode_envelope(raw), "", "celery", tag) == raw
+    assert [json.loads(raw)["headers"]["argsrepr"] for raw in raws] == [
+        "(0, '100% \u00e9')", "(1, '100% \u00e9')", "(2, '100% \u00e9')", "(0, 0)", "(1, 1)", "(2, 2)"]
+    app.close()

@@ -318,6 +318,8 @@ class RedisBroker(Broker):
         self._link: Any = None
         self._link_pid = 0
         self._link_lock = threading.Lock()
+        # Cut texts of SharedEnvelope templates, by (id(template), exchange, routing key).
+        self._encodings: dict[tuple[int, str, str], tuple[Envelope, _SharedEncoding | None]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -462,7 +464,7 @@ class RedisBroker(Broker):
             # The common case, one round trip without a pipeline (bench: enqueue, single delay()).
             queue = route.routing_key or route.queue
             key = self.queue_key(queue, _step(envelope.properties.get("priority")))
-            self._retry(self._command, "LPUSH", key, encode_envelope(envelope, "", queue))
+            self._retry(self._command, "LPUSH", key, self._encode(envelope, "", queue))
             return
         self.publish_many([(envelope, route, not_before)])
 
@@ -476,11 +478,10 @@ class RedisBroker(Broker):
         tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name) for name in named}
         now = time.time()
         commands: list[list[Any]] = []
-        shared: dict[tuple[int, str, str], _SharedEncoding | None] = {}
         targets: dict[int, list[str]] = {}  # id(route) -> queues (the routes live in `items`)
         for envelope, route, not_before in items:
             routing_key = route.routing_key or (route.queue if not route.exchange else "")
-            raw = self._encode(envelope, route.exchange, routing_key, shared)
+            raw = self._encode(envelope, route.exchange, routing_key)
             if route.exchange and self._exchange_type(route) == "fanout":
                 commands.append(["publish", self.fanout_channel(route.exchange, routing_key), raw])
                 continue
@@ -502,22 +503,28 @@ class RedisBroker(Broker):
                         commands.append(["pexpire", self.queue_key(queue, s), self.expires[queue]])
         self._pipe([tuple(command) for command in commands])
 
-    @staticmethod
-    def _encode(envelope: Envelope, exchange: str, routing_key: str,
-                shared: dict[tuple[int, str, str], _SharedEncoding | None]) -> str:
-        """`encode_envelope`, from the template's cut text for a `SharedEnvelope`."""
-        if not isinstance(envelope, SharedEnvelope) or envelope.template is None:
+    def _encode(self, envelope: Envelope, exchange: str, routing_key: str) -> str:
+        """`encode_envelope`, from the template's cut text for a `SharedEnvelope`.
+
+        The cut texts of the last templates seen are kept (with their template, so an id is
+        never taken for another's): a group, or a task's `delay()` calls, share one.
+        """
+        template = envelope.template if isinstance(envelope, SharedEnvelope) else None
+        if template is None:
             return encode_envelope(envelope, exchange, routing_key)
-        key = (id(envelope.template), exchange, routing_key)
-        if key not in shared:
+        key = (id(template), exchange, routing_key)
+        cached = self._encodings.get(key)
+        if cached is None or cached[0] is not template:
             try:
-                shared[key] = _SharedEncoding(envelope, exchange, routing_key)
+                encoding: _SharedEncoding | None = _SharedEncoding(envelope, exchange, routing_key)
             except ValueError:
-                shared[key] = None
-        encoding = shared[key]
-        if encoding is None:
+                encoding = None
+            if len(self._encodings) >= 64:
+                self._encodings.clear()
+            cached = self._encodings[key] = (template, encoding)
+        if cached[1] is None:
             return encode_envelope(envelope, exchange, routing_key)
-        return encoding.encode(envelope, uuid4())
+        return cached[1].encode(envelope, uuid4())
 
     def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
         """PUBLISH to a fanout exchange's channel (broadcast, remote control, events)."""

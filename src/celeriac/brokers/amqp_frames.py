@@ -173,16 +173,35 @@ def _text(raw: bytes) -> str | bytes:
         return raw
 
 
+#: Decoded table keys by their bytes: task headers repeat the same twenty-odd keys.
+_KEYS: dict[bytes, str | bytes] = {}
+
+
 def decode_table(buf: bytes, offset: int) -> tuple[dict[Any, Any], int]:
     """A field table ('F' without its type byte) at `offset`: (dict, offset after)."""
     (length,) = _U32.unpack_from(buf, offset)
     offset += 4
     limit = offset + length
     table: dict[Any, Any] = {}
+    keys = _KEYS
     while offset < limit:
         end = offset + 1 + buf[offset]
-        key = _text(buf[offset + 1:end])
-        table[key], offset = _value(buf, end)
+        raw = buf[offset + 1:end]
+        key = keys.get(raw)
+        if key is None:
+            key = _text(raw)
+            if len(keys) < 4096:
+                keys[raw] = key
+        kind = buf[end]
+        if kind == 0x53:  # 'S' long string, inline: the commonest value
+            (size,) = _U32.unpack_from(buf, end + 1)
+            offset = end + 5 + size
+            table[key] = _text(buf[end + 5:offset])
+        elif kind == 0x56:  # 'V' void
+            table[key] = None
+            offset = end + 1
+        else:
+            table[key], offset = _value(buf, end)
     return table, offset
 
 

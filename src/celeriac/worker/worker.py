@@ -173,7 +173,7 @@ class Worker:
         options: dict[str, Any] = {}
         if self.pool_name == "prefork":
             options = {"max_tasks_per_child": self.max_tasks_per_child,
-                       "max_memory_per_child": self.max_memory_per_child, "hostname": self.hostname}
+                       "max_memory_per_child": self.max_memory_per_child, "hostname": self.hostname, "app": self.app}
         elif self.pool_name == "asyncio":
             options = {"app": self.app, "hostname": self.hostname}
         return create_pool(self.pool_name, self._run_job, self.concurrency, **options)

@@ -20,14 +20,13 @@ import contextvars
 import inspect
 import logging
 import os
-import queue
 import threading
 from typing import Any
 
 from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from .execute import ACK, Job, Outcome, execute_job_async
-from .pools import Runner, ThreadPool, drain_queue
+from .pools import Runner, ThreadPool
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -45,14 +44,12 @@ class AsyncioPool:
     def __init__(self, runner: Runner, limit: int, *, app: Any = None, hostname: str = "",
                  on_lost: Any = None, **options: Any) -> None:
         self.runner = runner
-        self.limit = limit
         self.app = app
         self.hostname = hostname
         self.on_lost = on_lost
-        self._busy = 0
-        self._lock = threading.Lock()
-        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._threads = ThreadPool(runner, limit, done=self._done)
+        # Sync tasks run on its threads; it also counts the async ones (`reserve`), whose
+        # outcomes go to its queue: one count of busy slots for both.
+        self._threads = ThreadPool(runner, limit)
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._run_loop, name="celeriac-asyncio", daemon=True)
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -66,18 +63,21 @@ class AsyncioPool:
         self._threads.start()
         self._loop_thread.start()
 
+    @property
+    def limit(self) -> int:
+        return self._threads.limit
+
     def free(self) -> int:
-        return max(self.limit - self._busy, 0)
+        return self._threads.free()
 
     def running(self) -> int:
-        return self._busy
+        return self._threads.running()
 
     def submit(self, job: Job) -> None:
-        job.worker_pid = os.getpid()
-        with self._lock:
-            self._busy += 1
         task = self.app.tasks.get(job.task_name) if self.app is not None else None
         if task is not None and is_async_task(task):
+            job.worker_pid = os.getpid()
+            self._threads.reserve()
             # A fresh context: the task's `self.request` starts empty, whoever submits.
             self._loop.call_soon_threadsafe(self._start, job, context=contextvars.Context())
         else:
@@ -104,7 +104,7 @@ class AsyncioPool:
             for timer in timers:
                 timer.cancel()
             self._tasks.pop(job.tag, None)
-        self._done.put(outcome)
+        self._threads.done.put(outcome)
 
     def _cancel(self, tag: int, why: BaseException) -> None:
         task = self._tasks.get(tag)
@@ -123,10 +123,7 @@ class AsyncioPool:
         return Outcome(job.tag, states.FAILURE, ACK, summary=repr(why))
 
     def poll(self, timeout: float) -> list[Outcome]:
-        out = drain_queue(self._done, timeout)
-        with self._lock:
-            self._busy -= len(out)
-        return out
+        return self._threads.poll(timeout)
 
     def terminate_job(self, tag: int, signum: int) -> bool:
         """Cancel a running `async def` task (sync ones, on threads, cannot be stopped)."""
@@ -136,12 +133,10 @@ class AsyncioPool:
         return True
 
     def grow(self, n: int = 1) -> None:
-        self.limit += n
         self._threads.grow(n)
 
     def shrink(self, n: int = 1) -> None:
         self._threads.shrink(n)
-        self.limit = self._threads.limit
 
     def stop(self, wait: bool = True) -> None:
         if not wait:

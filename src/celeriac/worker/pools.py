@@ -20,7 +20,6 @@ from .execute import ACK, Job, Outcome
 Runner = Callable[[Job], Outcome]
 
 
-
 def drain_queue(done: queue.SimpleQueue[Outcome], timeout: float) -> list[Outcome]:
     """Every outcome waiting in `done`, waiting up to `timeout` seconds for the first."""
     out = []
@@ -31,6 +30,7 @@ def drain_queue(done: queue.SimpleQueue[Outcome], timeout: float) -> list[Outcom
     except queue.Empty:
         pass
     return out
+
 
 class SoloPool:
     """Runs each job at once in the calling thread: no hand-off, the fastest for short tasks.
@@ -81,13 +81,13 @@ class ThreadPool:
 
     name = "threads"
 
-    def __init__(self, runner: Runner, limit: int, done: queue.SimpleQueue[Outcome] | None = None) -> None:
+    def __init__(self, runner: Runner, limit: int) -> None:
         self.runner = runner
         self.limit = limit
         self._busy = 0
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue() if done is None else done
+        self.done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -109,7 +109,7 @@ class ThreadPool:
                 outcome = self.runner(job)
             except BaseException as exc:  # the runner never raises; keep the count right if it does
                 outcome = Outcome(job.tag, states.FAILURE, ACK, summary=repr(exc))
-            self._done.put(outcome)
+            self.done.put(outcome)
 
     def free(self) -> int:
         return max(self.limit - self._busy, 0)
@@ -117,14 +117,19 @@ class ThreadPool:
     def running(self) -> int:
         return self._busy
 
-    def submit(self, job: Job) -> None:
-        job.worker_pid = os.getpid()
+    def reserve(self) -> None:
+        """Count a job that runs elsewhere and puts its outcome in this pool's queue (the
+        asyncio pool's coroutines): `free`, `running` and `poll` then count it too."""
         with self._lock:
             self._busy += 1
+
+    def submit(self, job: Job) -> None:
+        job.worker_pid = os.getpid()
+        self.reserve()
         self._jobs.put(job)
 
     def poll(self, timeout: float) -> list[Outcome]:
-        out = drain_queue(self._done, timeout)
+        out = drain_queue(self.done, timeout)
         with self._lock:
             self._busy -= len(out)
         return out

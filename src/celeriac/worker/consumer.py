@@ -47,8 +47,10 @@ DEFER_ETA_AFTER = 10.0
 #: messages, whatever the prefetch multiplier: holding 10 ms of work back from other workers
 #: is unnoticeable, while fetching 4 at a time caps a worker at the broker's round-trip rate
 #: (bench/: drain, one worker process). Never in fair mode (acks_late, disable_prefetch).
+#: The batch follows the measured runtimes once FAST_BATCH_AFTER tasks have ended.
 FAST_BATCH_BUDGET = 0.01
 FAST_BATCH_MAX = 256
+FAST_BATCH_AFTER = 8
 
 
 class Consumer:
@@ -91,7 +93,9 @@ class Consumer:
         self.default_time_limits: tuple[float | None, float | None] = (None, None)
         self._tags = 0
         self.task_count = 0
-        self.mean_runtime = 1.0  # seconds, moving average; starts slow: no batching until measured
+        # Seconds: the mean of the first runtimes, then a moving average. It starts slow: no
+        # batching until FAST_BATCH_AFTER runtimes are measured.
+        self.mean_runtime = 1.0
         self.fast_batch = 0
 
     @property
@@ -102,7 +106,7 @@ class Consumer:
 
     def _adapt_batch(self) -> None:
         """Grow or shrink the fast-task batch from the measured mean runtime."""
-        if self.fair:
+        if self.fair or 0 < self.task_count < FAST_BATCH_AFTER:
             return
         target = min(FAST_BATCH_MAX, int(FAST_BATCH_BUDGET / max(self.mean_runtime, 1e-6)))
         target = 1 << (target.bit_length() - 1) if target > 1 else 0  # powers of two: few changes
@@ -339,7 +343,10 @@ class Consumer:
             self.terminating.pop(outcome.tag, None)
             self.task_count += 1
             self.totals[job.task_name] += 1
-            self.mean_runtime += (outcome.runtime - self.mean_runtime) * 0.05
+            # A plain mean of the first 20, so the slow start lasts a few tasks (at a 2 ms
+            # broker round trip, fetching 4 at a time for the ~130 tasks the moving average
+            # takes to forget its start was most of a 500-task drain).
+            self.mean_runtime += (outcome.runtime - self.mean_runtime) * max(0.05, 1 / self.task_count)
             self._log(job, outcome)
             if not job.acks_late:
                 continue  # acked when it went to the pool

@@ -140,9 +140,10 @@ def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
         items = [(envelope, route, None) for envelope, route, _ in items]
     if any(not envelope.headers.get("ignore_result") for envelope, _, _ in items):
         app.backend.on_task_call()
-    for envelope, route, _ in items:
-        _declare_once(app, broker, route.queue)
-        if signals.before_task_publish.receivers:
+    for queue in dict.fromkeys([route.queue for _, route, _ in items]):
+        _declare_once(app, broker, queue)
+    if signals.before_task_publish.receivers:
+        for envelope, route, _ in items:
             signals.before_task_publish.send(
                 sender=envelope.headers["task"], body=envelope.body, exchange=route.exchange,
                 routing_key=route.routing_key, headers=envelope.headers,

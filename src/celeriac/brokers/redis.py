@@ -65,7 +65,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..exceptions import ImproperlyConfigured, OperationalError
-from ..ids import uuid4
+from ..ids import uuid4, uuid4_many
 from ..serialization import encode_json
 from ..urls import mask_url, parse_url, split_urls
 from . import redis_lua as lua
@@ -265,10 +265,11 @@ class _SharedEncoding:
 
     def encode(self, envelope: Envelope, tag: str) -> str:
         """The kombu JSON of one member."""
+        escape = encode_basestring_ascii
         return self.format % (
             base64.b64encode(envelope.body).decode("ascii"),
-            *map(_json_value, self.header_values(envelope.headers)),
-            *map(_json_value, self.property_values(envelope.properties)),
+            *[escape(v) if type(v) is str else encode_json(v) for v in self.header_values(envelope.headers)],
+            *[escape(v) if type(v) is str else encode_json(v) for v in self.property_values(envelope.properties)],
             tag,
         )
 
@@ -479,9 +480,9 @@ class RedisBroker(Broker):
         now = time.time()
         commands: list[list[Any]] = []
         targets: dict[int, list[str]] = {}  # id(route) -> queues (the routes live in `items`)
-        for envelope, route, not_before in items:
+        for (envelope, route, not_before), tag in zip(items, uuid4_many(len(items)), strict=True):
             routing_key = route.routing_key or (route.queue if not route.exchange else "")
-            raw = self._encode(envelope, route.exchange, routing_key)
+            raw = self._encode(envelope, route.exchange, routing_key, tag)
             if route.exchange and self._exchange_type(route) == "fanout":
                 commands.append(["publish", self.fanout_channel(route.exchange, routing_key), raw])
                 continue
@@ -503,7 +504,7 @@ class RedisBroker(Broker):
                         commands.append(["pexpire", self.queue_key(queue, s), self.expires[queue]])
         self._pipe([tuple(command) for command in commands])
 
-    def _encode(self, envelope: Envelope, exchange: str, routing_key: str) -> str:
+    def _encode(self, envelope: Envelope, exchange: str, routing_key: str, tag: str | None = None) -> str:
         """`encode_envelope`, from the template's cut text for a `SharedEnvelope`.
 
         The cut texts of the last templates seen are kept (with their template, so an id is
@@ -511,7 +512,7 @@ class RedisBroker(Broker):
         """
         template = envelope.template if isinstance(envelope, SharedEnvelope) else None
         if template is None:
-            return encode_envelope(envelope, exchange, routing_key)
+            return encode_envelope(envelope, exchange, routing_key, tag)
         key = (id(template), exchange, routing_key)
         cached = self._encodings.get(key)
         if cached is None or cached[0] is not template:
@@ -523,8 +524,8 @@ class RedisBroker(Broker):
                 self._encodings.clear()
             cached = self._encodings[key] = (template, encoding)
         if cached[1] is None:
-            return encode_envelope(envelope, exchange, routing_key)
-        return cached[1].encode(envelope, uuid4())
+            return encode_envelope(envelope, exchange, routing_key, tag)
+        return cached[1].encode(envelope, tag or uuid4())
 
     def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
         """PUBLISH to a fanout exchange's channel (broadcast, remote control, events)."""

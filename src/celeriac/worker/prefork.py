@@ -322,7 +322,7 @@ class PreforkPool:
         self.children: list[_Child] = []
         self._backlog: deque[Job] = deque()  # taken by the pool, to be sent to a child
         self._outcomes: list[Outcome] = []   # settled outside poll(), reported by it
-        self.mean_runtime = 1.0  # seconds, moving average; nothing queued ahead until measured
+        self.mean_runtime: float | None = None  # seconds, moving average of outcomes
         self._ahead = 0
 
     def _spawn(self) -> _Child:
@@ -421,6 +421,8 @@ class PreforkPool:
             self._selector.unregister(child.to_child)
 
     def _note_runtime(self, runtime: float) -> None:
+        if self.mean_runtime is None:  # seed with the first; a task over ~0.1 s stops queueing ahead
+            self.mean_runtime = runtime
         self.mean_runtime += (runtime - self.mean_runtime) * 0.05
         self._ahead = min(AHEAD_MAX, int(AHEAD_BUDGET / max(self.mean_runtime, 1e-6)))
 

@@ -593,8 +593,23 @@ class group(Signature):
             return _chord(self, body, app=self._app)._gather(args, kwargs, opts, out)
         gid = opts.pop("task_id", None) or _uuid()
         membership = {key: opts.pop(key, None) for key in _MEMBERSHIP}
-        results = []
+        results: list[Any] = []
+        current_app = None
         for index, task in enumerate(_members(self)):
+            if membership["chord"] is None and type(task) is Signature and not task["options"]:
+                # A plain `t.s(...)` member: what Signature._gather does, without its copies.
+                own = task["args"]
+                if task["immutable"]:
+                    member_args, member_kwargs = tuple(own), task["kwargs"]
+                else:
+                    member_args = tuple(args) + tuple(own) if args else tuple(own)
+                    member_kwargs = {**task["kwargs"], **kwargs} if kwargs else task["kwargs"]
+                task_id = _uuid()
+                out.append((task["task"], member_args, member_kwargs,
+                            {**opts, "group_id": gid, "group_index": index, "task_id": task_id}))
+                app = task._app or current_app or (current_app := _state.get_current_app())
+                results.append(AsyncResult(task_id, app=app, task_name=task["task"]))
+                continue
             if membership["chord"] is not None:  # the group ends a part of an enclosing chord
                 position = membership["group_index"]
                 where = {**membership, "group_index": index if position is None else position}

@@ -55,6 +55,7 @@ import re
 import threading
 import time
 import uuid
+from binascii import b2a_base64
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import itemgetter
@@ -266,10 +267,10 @@ class _SharedEncoding:
     def encode(self, envelope: Envelope, tag: str) -> str:
         """The kombu JSON of one member."""
         escape = encode_basestring_ascii
+        values = (*self.header_values(envelope.headers), *self.property_values(envelope.properties))
         return self.format % (
-            base64.b64encode(envelope.body).decode("ascii"),
-            *[escape(v) if type(v) is str else encode_json(v) for v in self.header_values(envelope.headers)],
-            *[escape(v) if type(v) is str else encode_json(v) for v in self.property_values(envelope.properties)],
+            b2a_base64(envelope.body, newline=False).decode("ascii"),  # base64.b64encode's text
+            *[escape(v) if type(v) is str else encode_json(v) for v in values],
             tag,
         )
 
@@ -480,7 +481,13 @@ class RedisBroker(Broker):
         now = time.time()
         commands: list[list[Any]] = []
         targets: dict[int, list[str]] = {}  # id(route) -> queues (the routes live in `items`)
+        # A run of members of one template to one plain queue: (template, route, encoding, LPUSH).
+        run: tuple[Any, Any, _SharedEncoding, list[Any]] | None = None
         for (envelope, route, not_before), tag in zip(items, uuid4_many(len(items)), strict=True):
+            if (run is not None and not_before is None and route is run[1] and type(envelope) is SharedEnvelope
+                    and envelope.template is run[0] and commands[-1] is run[3]):
+                run[3].append(run[2].encode(envelope, tag))
+                continue
             routing_key = route.routing_key or (route.queue if not route.exchange else "")
             raw = self._encode(envelope, route.exchange, routing_key, tag)
             if route.exchange and self._exchange_type(route) == "fanout":
@@ -502,6 +509,13 @@ class RedisBroker(Broker):
                 if queue in self.expires:
                     for s in PRIORITY_STEPS:
                         commands.append(["pexpire", self.queue_key(queue, s), self.expires[queue]])
+            run = None
+            if (len(queues) == 1 and not_before is None and type(envelope) is SharedEnvelope
+                    and queues[0] not in self.expires and commands and commands[-1][0] == "lpush"):
+                # The next members of this template to this route: encoded and pushed alone.
+                cached = self._encodings.get((id(envelope.template), route.exchange, routing_key))
+                if cached is not None and cached[0] is envelope.template and cached[1] is not None:
+                    run = (envelope.template, route, cached[1], commands[-1])
         self._pipe([tuple(command) for command in commands])
 
     def _encode(self, envelope: Envelope, exchange: str, routing_key: str, tag: str | None = None) -> str:

@@ -342,7 +342,7 @@ class MessageTemplate:
         first = self.first
         if self.embed_json is not None:  # what dumps() writes, with the embed encoded once
             try:
-                body = f"[{encode_json(args)}, {encode_json(kwargs)}, {self.embed_json}]".encode()
+                body = f"[{encode_json(args)}, {encode_json(kwargs) if kwargs else '{}'}, {self.embed_json}]".encode()
             except RecursionError as exc:
                 raise ValueError("Circular reference detected (or nesting too deep)") from exc
         else:

@@ -270,7 +270,7 @@ class _SharedEncoding:
         values = (*self.header_values(envelope.headers), *self.property_values(envelope.properties))
         return self.format % (
             b2a_base64(envelope.body, newline=False).decode("ascii"),  # base64.b64encode's text
-            *[escape(v) if type(v) is str else encode_json(v) for v in values],
+            *[escape(v) if type(v) is str else str(v) if type(v) is int else encode_json(v) for v in values],
             tag,
         )
 

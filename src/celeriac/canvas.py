@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _state
-from .ids import uuid4
+from .ids import uuid4, uuid4_many
 from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
@@ -595,7 +595,9 @@ class group(Signature):
         membership = {key: opts.pop(key, None) for key in _MEMBERSHIP}
         results: list[Any] = []
         current_app = None
-        for index, task in enumerate(_members(self)):
+        members = _members(self)
+        ids = iter(uuid4_many(len(members)))  # one read of the random source for the plain members
+        for index, task in enumerate(members):
             if membership["chord"] is None and type(task) is Signature and not task["options"]:
                 # A plain `t.s(...)` member: what Signature._gather does, without its copies.
                 own = task["args"]
@@ -604,7 +606,7 @@ class group(Signature):
                 else:
                     member_args = tuple(args) + tuple(own) if args else tuple(own)
                     member_kwargs = {**task["kwargs"], **kwargs} if kwargs else task["kwargs"]
-                task_id = _uuid()
+                task_id = next(ids)
                 out.append((task["task"], member_args, member_kwargs,
                             {**opts, "group_id": gid, "group_index": index, "task_id": task_id}))
                 app = task._app or current_app or (current_app := _state.get_current_app())

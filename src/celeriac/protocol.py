@@ -348,7 +348,7 @@ class MessageTemplate:
         else:
             body, _, _ = dumps((args, kwargs, self.embed), self.serializer)
         headers = {**first.headers, "id": task_id, "group_index": group_index,
-                   "argsrepr": _short_repr(args), "kwargsrepr": _short_repr(kwargs)}
+                   "argsrepr": _short_repr(args), "kwargsrepr": _short_repr(kwargs) if kwargs else "{}"}
         if self.root_is_id:
             headers["root_id"] = task_id
         if self.compression:

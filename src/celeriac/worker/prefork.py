@@ -150,7 +150,7 @@ class _ChildLoop:
         self.runner = runner
         self.max_tasks = max_tasks
         self.max_memory = max_memory if max_memory and max_memory > 0 else None
-        self.backend = app.backend if app is not None else None
+        self.app = app  # its backend is taken once a task has made it (see run)
         self.frames = _Frames()
         self.pending: deque[tuple[Any, ...]] = deque()
         self.skip: set[int] = set()
@@ -187,8 +187,10 @@ class _ChildLoop:
             state[RUNNING] = float(tag)
             if hard:  # wake the parent: it times the limit from STARTED_AT
                 _write_all(self.outbox, _frame([("s", tag)]))
-            if self.backend is not None and self.batch is None:
-                self.batch = self.backend.batched_writes()
+            # Batch result writes once a task has loaded the backend: a child whose tasks
+            # ignore results never imports the backend's client (idle RSS stays small).
+            if self.batch is None and self.app is not None and self.app._backend is not None:
+                self.batch = self.app._backend.batched_writes()
                 self.batch.__enter__()
             outcome = self.runner(job)
             state[RUNNING] = 0

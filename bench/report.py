@@ -78,7 +78,13 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     amqp_celery = metric(recs, "rate", workload="drain", broker="amqp", library="celery",
                          config=amqp_cfg.split(" (")[0] or "-P solo")
     add("RabbitMQ drain vs Celery (same pool/acks)", _ratio(amqp_c, amqp_celery), 4, "x",
-        f"celeriac {_fmt(amqp_c)}/s vs Celery {_fmt(amqp_celery)}/s" if amqp_c else _skip_reason(data, "amqp"))
+        f"celeriac {amqp_cfg} {_fmt(amqp_c)}/s vs Celery {_fmt(amqp_celery)}/s" if amqp_c
+        else _skip_reason(data, "amqp"))
+    if amqp_c and not amqp_cfg.startswith("-P solo"):  # the other pool too: both are shown
+        solo_c = metric(recs, "rate", workload="drain", broker="amqp", library="celeriac", config="-P solo")
+        solo_celery = metric(recs, "rate", workload="drain", broker="amqp", library="celery", config="-P solo")
+        add("... RabbitMQ, -P solo vs Celery -P solo", _ratio(solo_c, solo_celery), 4, "x",
+            f"celeriac {_fmt(solo_c)}/s vs Celery {_fmt(solo_celery)}/s")
     sqlite, sqlite_cfg = best(recs, "rate", workload="drain", broker="sqlite", library="celeriac",
                               results="ignored")
     add("SQLite (embedded) drain", sqlite, 5_000, "tasks/s", f"celeriac {sqlite_cfg}")

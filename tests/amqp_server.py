@@ -2,10 +2,7 @@
 
 `require_amqp()` skips a test when RabbitMQ is down, but fails it when
 ``CELERIAC_REQUIRE_SERVICES=1`` (CI), so nothing is skipped silently where it counts.
-`stop_app()` / `start_app()` / `rabbitmq_stopped()` restart the broker gently for
-connection-loss tests (``rabbitmqctl stop_app``/``start_app``: the Erlang node stays up, durable
-queues and persistent messages survive); `rabbitmq_stopped()` always starts it again, and
-runs only in CI or with ``CELERIAC_RESTART_RABBITMQ=1`` (others may be using the server).
+Tests that stop or restart RabbitMQ use a private node instead (tests/rabbitmq_node.py).
 `Cleanup` deletes the queues and exchanges a test made.
 """
 
@@ -16,9 +13,7 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import amqp
@@ -127,48 +122,3 @@ def list_bindings() -> list[tuple[str, str, str, str]]:
                       "source_name", "destination_name", "destination_kind", "routing_key")
     return [(r["source_name"], r["destination_name"], r["destination_kind"], r["routing_key"])
             for r in json.loads(out or "[]")]
-
-
-def wait_ready(timeout: float = 60.0) -> None:
-    """Wait until RabbitMQ takes AMQP connections again."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connect(timeout=1.0).close()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def stop_app() -> None:
-    """Stop the RabbitMQ application (connections drop; the node keeps running)."""
-    rabbitmqctl("stop_app")
-
-
-def start_app() -> None:
-    """Start the RabbitMQ application again and wait until it serves connections."""
-    rabbitmqctl("start_app")
-    wait_ready()
-
-
-def restarts_allowed() -> bool:
-    """Restarting the shared RabbitMQ breaks whoever else uses it: CI, or when asked for."""
-    return services_required() or os.environ.get("CELERIAC_RESTART_RABBITMQ") == "1"
-
-
-@contextlib.contextmanager
-def rabbitmq_stopped() -> Iterator[None]:
-    """RabbitMQ is stopped inside the block and always running again after it.
-
-    Skips unless `restarts_allowed()` (set CELERIAC_RESTART_RABBITMQ=1 to run it locally).
-    """
-    require_amqp()
-    if not restarts_allowed():
-        pytest.skip("restarts the shared RabbitMQ: set CELERIAC_RESTART_RABBITMQ=1 to run")
-    stop_app()
-    try:
-        yield
-    finally:
-        start_app()

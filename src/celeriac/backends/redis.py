@@ -23,6 +23,7 @@ import redis
 
 from .. import states
 from ..exceptions import OperationalError, TimeoutError
+from ..redis_link import KeptConnection
 from ..serialization import dumps
 from ..urls import mask_url
 from .base import GROUP_KEYPREFIX, TASK_KEYPREFIX, Backend, exception_to_dict
@@ -97,10 +98,7 @@ class RedisBackend(Backend):
         self.claim_seconds = max(5, int((conf.get("result_chord_join_timeout") or 3.0) * 2))
         self._claims: dict[str, str] = {}
         self._local = threading.local()
-        # One pool connection kept for reads and writes (see `_run`).
-        self._link: Any = None
-        self._link_pid = 0
-        self._link_lock = threading.Lock()
+        self._link = KeptConnection(self.client)  # for reads and writes (see `_run`)
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)
 
@@ -117,22 +115,15 @@ class RedisBackend(Backend):
     # -- primitives ------------------------------------------------------------------------
 
     def _run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send commands in one write and read their replies, on a pool connection the backend
-        keeps (a checkout per command costs more than the command); a thread that finds it
-        busy uses a pipeline from the pool."""
-        if not self._link_lock.acquire(blocking=False):
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return pipe.execute()
-        try:
-            conn = self._link
-            if conn is None or self._link_pid != os.getpid():  # never the parent's, after a fork
-                conn = self._link = self.client.connection_pool.get_connection()
-                self._link_pid = os.getpid()
-            return _send_and_read(conn, commands)
-        finally:
-            self._link_lock.release()
+        """Send commands in one write and read their replies, on the connection the backend
+        keeps; a thread that finds it busy uses a pipeline from the pool."""
+        replies = self._link.run(commands)
+        if replies is not None:
+            return replies
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()  # type: ignore[no-any-return]
 
     def _get(self, key: str) -> bytes | None:
         return self._retry(self._run, [("GET", self.prefix + key)])[0]  # type: ignore[no-any-return]
@@ -162,10 +153,7 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self._drop_waiter()
-        with self._link_lock:
-            if self._link is not None and self._link_pid == os.getpid():
-                self._link.disconnect()
-            self._link = None
+        self._link.close()
         self.client.close()
 
     # -- waiting ---------------------------------------------------------------------------
@@ -322,24 +310,4 @@ class RedisBackend(Backend):
 def _is_reply(reply: Any, kind: bytes) -> bool:
     """Whether a RESP2 reply is a PUB/SUB one of this kind (message, subscribe, ...)."""
     return isinstance(reply, list) and len(reply) == 3 and reply[0] == kind
-
-
-def _send_and_read(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Send commands in one write; read every reply (so the connection stays in step) and raise
-    the first error reply. A connection that failed midway is dropped: it reconnects on use."""
-    try:
-        conn.send_packed_command(conn.pack_commands(commands))
-        replies = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-    except BaseException:
-        conn.disconnect()
-        raise
-    for reply in replies:
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-    return replies
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -67,6 +66,7 @@ from redis.retry import Retry
 
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..ids import uuid4, uuid4_many
+from ..redis_link import KeptConnection
 from ..serialization import encode_json
 from ..urls import mask_url, parse_url, split_urls
 from . import redis_lua as lua
@@ -316,10 +316,7 @@ class RedisBroker(Broker):
         self.forget_script = register(lua.FORGET)
         self.bind_expiring_script = register(lua.BIND_EXPIRING)
         self.unlock_script = register(lua.UNLOCK)
-        # The publishing link: one pool connection kept by the broker (see `_command`).
-        self._link: Any = None
-        self._link_pid = 0
-        self._link_lock = threading.Lock()
+        self._link = KeptConnection(self.client)  # for single publishes (see `_command`)
         # Cut texts of SharedEnvelope templates, by (id(template), exchange, routing key).
         self._encodings: dict[tuple[int, str, str], tuple[Envelope, _SharedEncoding | None]] = {}
 
@@ -340,32 +337,11 @@ class RedisBroker(Broker):
                 time.sleep(delay)
 
     def _command(self, *args: Any) -> Any:
-        """Run one command on the broker's publishing link, a pool connection kept checked out.
-
-        Checking a connection out of redis-py's pool and back costs ~10 us per command (a
-        poll for stray data, locks, metrics); a single `delay()` is ~40 us in all, so the link
-        is kept. A thread that finds it busy uses the pool. A connection that failed mid-command
-        (its replies may be out of step) is dropped and the error raised, for `_retry`.
-        """
-        if not self._link_lock.acquire(blocking=False):
-            return self.client.execute_command(*args)
-        try:
-            conn = self._link
-            if conn is None or self._link_pid != os.getpid():  # a forked child never uses the parent's
-                conn = self._link = self.client.connection_pool.get_connection()
-                self._link_pid = os.getpid()
-            try:
-                conn.send_command(*args)
-                return conn.read_response()
-            except redis.ResponseError:  # the reply was read: the connection is in step
-                raise
-            except BaseException:
-                self._link = None
-                conn.disconnect()
-                self.client.connection_pool.release(conn)
-                raise
-        finally:
-            self._link_lock.release()
+        """Run one command on the broker's kept connection (a single `delay()` is ~40 us in all,
+        a pool checkout ~10 us); a thread that finds it busy uses the pool. A connection that
+        failed mid-command is dropped and the error raised, for `_retry`."""
+        replies = self._link.run([args])
+        return self.client.execute_command(*args) if replies is None else replies[0]
 
     def _pipe(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run (method name, *args) commands in one pipeline, retried as a whole.
@@ -581,10 +557,7 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Release connections."""
-        with self._link_lock:
-            conn, self._link = self._link, None
-            if conn is not None and self._link_pid == os.getpid():
-                self.client.connection_pool.release(conn)
+        self._link.close()
         self.client.close()
 
     # -- restoring (used by subscriptions) --------------------------------------------------

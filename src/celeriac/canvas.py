@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _state
 from .ids import uuid4, uuid4_many
+from .producer import MemberCalls
 from .result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ _IMMUTABLE_OPTIONS = frozenset({"group_id", "stamped_headers"})
 #: Options saying where a canvas reports when it is a part of a chord.
 _MEMBERSHIP = ("group_id", "group_index", "chord")
 
-Message = tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]
+Message = tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]] | MemberCalls
 
 
 def _uuid() -> str:
@@ -104,6 +105,17 @@ class Signature(dict[str, Any]):
         super().__init__(task=name, args=tuple(args or ()), kwargs=dict(kwargs or {}),
                          options={**(options or {}), **ex}, subtask_type=subtask_type,
                          immutable=immutable)
+
+    @classmethod
+    def of_task(cls, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
+                app: Celery | None) -> Signature:
+        """`Signature(name, args, kwargs, options, app=app)` without `__init__`'s checks and
+        copies (`add.s(...)` makes one per member of a group): `args` a tuple, `kwargs` and
+        `options` dicts of the caller's own."""
+        sig = dict.__new__(cls)
+        dict.__init__(sig, task=name, args=args, kwargs=kwargs, options=options, subtask_type=None, immutable=False)
+        sig._app = app
+        return sig
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], app: Celery | None = None) -> Signature:
@@ -597,20 +609,23 @@ class group(Signature):
         current_app = None
         members = _members(self)
         ids = iter(uuid4_many(len(members)))  # one read of the random source for the plain members
+        run: MemberCalls | None = None  # the plain members in a row that call one task
         for index, task in enumerate(members):
             if membership["chord"] is None and type(task) is Signature and not task["options"]:
                 # A plain `t.s(...)` member: what Signature._gather does, without its copies.
-                own = task["args"]
+                own, name = task["args"], task["task"]
                 if task["immutable"]:
                     member_args, member_kwargs = tuple(own), task["kwargs"]
                 else:
                     member_args = tuple(args) + tuple(own) if args else tuple(own)
                     member_kwargs = {**task["kwargs"], **kwargs} if kwargs else task["kwargs"]
                 task_id = next(ids)
-                out.append((task["task"], member_args, member_kwargs,
-                            {**opts, "group_id": gid, "group_index": index, "task_id": task_id}))
+                if run is None or run.name != name or out[-1] is not run:
+                    run = MemberCalls(name, {**opts, "group_id": gid}, [])
+                    out.append(run)
+                run.calls.append((task_id, member_args, member_kwargs, index))
                 app = task._app or current_app or (current_app := _state.get_current_app())
-                results.append(AsyncResult(task_id, app=app, task_name=task["task"]))
+                results.append(AsyncResult(task_id, app=app, task_name=name))
                 continue
             if membership["chord"] is not None:  # the group ends a part of an enclosing chord
                 position = membership["group_index"]

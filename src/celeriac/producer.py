@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _state, signals
+from .brokers.base import Members
 from .ids import uuid4
 from .protocol import MessageTemplate, build_task_message
 from .result import AsyncResult
@@ -134,11 +136,16 @@ def _declare_once(app: Celery, broker: Any, queue_name: str) -> None:
 
 
 def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
-    """Publish prepared (envelope, route, not_before) items: one round trip where possible."""
+    """Publish prepared (envelope or `Members`, route, not_before) items: one round trip where
+    possible."""
     broker = app.broker
+    if not broker.publishes_members or signals.before_task_publish.receivers or signals.after_task_publish.receivers:
+        items = [(member, route, not_before) for envelope, route, not_before in items
+                 for member in (envelope.envelopes() if type(envelope) is Members else (envelope,))]
     if not broker.delays_on_publish:
         items = [(envelope, route, None) for envelope, route, _ in items]
-    if any(not envelope.headers.get("ignore_result") for envelope, _, _ in items):
+    if any(not (envelope.template if type(envelope) is Members else envelope).headers.get("ignore_result")
+           for envelope, _, _ in items):
         app.backend.on_task_call()
     for queue in dict.fromkeys([route.queue for _, route, _ in items]):
         _declare_once(app, broker, queue)
@@ -149,7 +156,7 @@ def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
                 routing_key=route.routing_key, headers=envelope.headers,
                 properties=envelope.properties, declare=[], retry_policy=None,
             )
-    if len(items) == 1:
+    if len(items) == 1 and type(items[0][0]) is not Members:
         broker.publish(items[0][0], items[0][1], not_before=items[0][2])
     else:
         broker.publish_many(items)
@@ -207,12 +214,30 @@ def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str
             for task_id, message in zip(send_batch(app, messages), messages, strict=True)]
 
 
+@dataclass(slots=True)
+class MemberCalls:
+    """Plain members of a group that call one task (`canvas.group`): sent with one set of
+    options, they become one `Members` item when they can share a message template.
+
+    Attributes:
+        name: The task's name.
+        options: Every member's options (group id, ...), without task_id and group_index.
+        calls: (task id, args, kwargs, group index) of each member.
+    """
+
+    name: str
+    options: dict[str, Any]
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any], int]]
+
+
 # Options that may differ between the messages of one template (see `send_batch`).
 _PER_MESSAGE_OPTIONS = ("task_id", "group_index")
 
 
-def send_batch(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]]) -> list[str]:
-    """Publish many task messages (name, args, kwargs, options); return their task ids.
+def send_batch(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]] | MemberCalls]
+               ) -> list[str]:
+    """Publish many task messages (name, args, kwargs, options), or `MemberCalls`; return
+    their task ids.
 
     Consecutive messages for the same task whose options are the same objects but for
     `task_id` and `group_index` (the members of a group) share one resolution of options
@@ -229,7 +254,12 @@ def send_batch(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[st
     route: Any = None
     not_before: float | None = None
     children: list[Any] | None = None
-    for name, args, kwargs, options in messages:
+    for message in messages:
+        if type(message) is MemberCalls:
+            template = None
+            ids.extend(_add_members(app, message, shareable, items))
+            continue
+        name, args, kwargs, options = message  # type: ignore[misc]
         if template is not None and name == name0 and options.keys() == keys0:
             for key, value in shared:
                 if options[key] is not value:
@@ -257,6 +287,32 @@ def send_batch(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[st
     if items:
         _publish(app, items)
     return ids
+
+
+def _add_members(app: Celery, batch: MemberCalls, shareable: bool, items: list[tuple[Any, Any, float | None]]
+                 ) -> list[str]:
+    """Add a group's members' messages to `items`: the first built alone, the others as one
+    `Members` of its template (each alone if they can't share one); their ids."""
+    if not batch.calls:
+        return []
+    task = app.tasks.get(batch.name)
+    first_id, args, kwargs, index = batch.calls[0]
+    arguments, route, not_before = _message_arguments(
+        app, batch.name, args, kwargs, {**batch.options, "task_id": first_id, "group_index": index}, task)
+    envelope = build_task_message(**arguments)
+    items.append((envelope, route, not_before))
+    rest = batch.calls[1:]
+    if rest and shareable and MessageTemplate.can_share(arguments["headers"]):
+        children = _current_children(batch.options)
+        if children is not None:
+            children.extend([[task_id, None], None] for task_id, _, _, _ in rest)
+        items.append((_template(arguments, envelope).members(rest), route, not_before))
+    else:
+        for task_id, args, kwargs, index in rest:
+            arguments, route, not_before = _message_arguments(
+                app, batch.name, args, kwargs, {**batch.options, "task_id": task_id, "group_index": index}, task)
+            items.append((build_task_message(**arguments), route, not_before))
+    return [task_id for task_id, _, _, _ in batch.calls]
 
 
 def _template(arguments: dict[str, Any], envelope: Any) -> MessageTemplate:

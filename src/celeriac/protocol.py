@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from celeriac.brokers.base import Envelope, SharedEnvelope
+from celeriac.brokers.base import Envelope, Members, SharedEnvelope
 from celeriac.exceptions import DecodeError
 from celeriac.serialization import (
     DEFAULT_ACCEPT,
@@ -295,7 +295,8 @@ def build_task_message(
     return Envelope(body, message_headers, properties, content_type, content_encoding)
 
 
-# Header and property keys that differ between the messages of one template.
+# Header and property keys that differ between the messages of one template, in the order
+# `build_task_message` writes them ("root_id", after "group_index", too when it is the id).
 _PER_MESSAGE_HEADERS = ("id", "group_index", "argsrepr", "kwargsrepr")
 _PER_MESSAGE_PROPERTIES = ("correlation_id",)
 
@@ -305,7 +306,8 @@ class MessageTemplate:
     """Messages that differ from `first` only in task id, args, kwargs and group index.
 
     `make` builds each of them as `build_task_message` would, from copies of the first
-    message's headers and properties (the members of a group: ~3 us instead of ~10 us).
+    message's headers and properties (the members of a group: ~3 us instead of ~10 us), and
+    `members` many at once without an envelope each (`brokers.base.Members`).
     Not for messages with their own `root_id` per task (it defaults to the task id) unless
     `root_is_id`, nor extra headers that override these fields (see `can_share`).
 
@@ -326,7 +328,7 @@ class MessageTemplate:
     embed_json: str | None = None
 
     def __post_init__(self) -> None:
-        headers = _PER_MESSAGE_HEADERS + (("root_id",) if self.root_is_id else ())
+        headers = ("id", "group_index", "root_id", "argsrepr", "kwargsrepr") if self.root_is_id else _PER_MESSAGE_HEADERS
         self.changed = (headers, _PER_MESSAGE_PROPERTIES)
         if self.serializer == "json":
             self.embed_json = encode_json(self.embed)
@@ -336,10 +338,10 @@ class MessageTemplate:
         """Whether messages with these extra headers may be built from a template."""
         return not extra_headers or not (extra_headers.keys() & {*_PER_MESSAGE_HEADERS, "root_id"})
 
-    def make(self, task_id: str, args: list[Any] | tuple[Any, ...], kwargs: Mapping[str, Any],
-             group_index: int | None) -> SharedEnvelope:
-        """The message for one more task (args a list or tuple, kwargs a dict)."""
-        first = self.first
+    def member(self, task_id: str, args: list[Any] | tuple[Any, ...], kwargs: Mapping[str, Any],
+               group_index: int | None) -> tuple[bytes, tuple[Any, ...], tuple[Any, ...]]:
+        """One more task's body and its values of the `changed` keys (args a list or tuple,
+        kwargs a dict)."""
         if self.embed_json is not None:  # what dumps() writes, with the embed encoded once
             try:
                 body = f"[{encode_json(args)}, {encode_json(kwargs) if kwargs else '{}'}, {self.embed_json}]".encode()
@@ -347,14 +349,22 @@ class MessageTemplate:
                 raise ValueError("Circular reference detected (or nesting too deep)") from exc
         else:
             body, _, _ = dumps((args, kwargs, self.embed), self.serializer)
-        headers = {**first.headers, "id": task_id, "group_index": group_index,
-                   "argsrepr": _short_repr(args), "kwargsrepr": _short_repr(kwargs) if kwargs else "{}"}
-        if self.root_is_id:
-            headers["root_id"] = task_id
         if self.compression:
-            body, headers["compression"] = compress(body, self.compression)
-        return SharedEnvelope(body, headers, {**first.properties, "correlation_id": task_id},
-                              first.content_type, first.content_encoding, first, self.changed)
+            body, _ = compress(body, self.compression)
+        argsrepr, kwargsrepr = _short_repr(args), _short_repr(kwargs) if kwargs else "{}"
+        if self.root_is_id:
+            return body, (task_id, group_index, task_id, argsrepr, kwargsrepr), (task_id,)
+        return body, (task_id, group_index, argsrepr, kwargsrepr), (task_id,)
+
+    def make(self, task_id: str, args: list[Any] | tuple[Any, ...], kwargs: Mapping[str, Any],
+             group_index: int | None) -> SharedEnvelope:
+        """The message for one more task (args a list or tuple, kwargs a dict)."""
+        return Members(self.first, self.changed, [self.member(task_id, args, kwargs, group_index)]).envelopes()[0]
+
+    def members(self, calls: Sequence[tuple[str, list[Any] | tuple[Any, ...], Mapping[str, Any], int | None]]) -> Members:
+        """The messages for many more tasks, from (task id, args, kwargs, group index)."""
+        member = self.member
+        return Members(self.first, self.changed, [member(*call) for call in calls])
 
 
 # --- reading --------------------------------------------------------------------------------

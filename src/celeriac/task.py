@@ -353,13 +353,13 @@ class Task(Generic[P, R]):
 
     def signature(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
                   *starargs: Any, **options: Any) -> Signature:
-        return Signature(self.name, args or (), kwargs or {}, options, app=self.app)
+        return Signature.of_task(self.name, tuple(args or ()), dict(kwargs or {}), options, self.app)
 
     subtask = signature
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature with partial arguments: the parent's result is prepended in a chain."""
-        return self.signature(args, kwargs)
+        return Signature.of_task(self.name, args, kwargs, {}, self.app)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """An immutable signature: it ignores the parent's result."""

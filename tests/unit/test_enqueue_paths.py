@@ -139,13 +139,15 @@ def test_shared_encoding_is_byte_identical_to_encode_envelope(route: Route) -> N
     options = {"group_id": "g", "headers": {"note": "100% %s \u00e9"}, "priority": 3}
     arguments, _r, _ = _message_arguments(app, "t.add", (0,), {}, dict(options), None)
     template = _template(arguments, build_task_message(**arguments))
-    encoding = None
-    for index, (args, kwargs) in enumerate(MEMBERS):
-        member = template.make(uuid4(), args, kwargs, index)
-        encoding = encoding or _SharedEncoding(member, route.exchange, route.routing_key)
+    encoding = _SharedEncoding(template.first, template.changed, route.exchange, route.routing_key)
+    calls = [(uuid4(), args, kwargs, index) for index, (args, kwargs) in enumerate(MEMBERS)]
+    members = template.members(calls)
+    for call, member, values in zip(calls, members.envelopes(), members.values, strict=True):
+        assert member == template.make(*call)
         tag = uuid4()
         text = encoding.encode(member, tag)
         assert text == encode_envelope(member, route.exchange, route.routing_key, tag)
+        assert encoding.fill(values[0], (*values[1], *values[2]), tag) == text  # a `Members` item's text
         assert base64.b64decode(json.loads(text)["body"]) == member.body
 
 
@@ -283,4 +285,58 @@ def test_redis_messages_of_templates_are_what_encode_envelope_writes() -> None:
         assert encode_envelope(decode_envelope(raw), "", "celery", tag) == raw
     assert [json.loads(raw)["headers"]["argsrepr"] for raw in raws] == [
         "(0, '100% \u00e9')", "(1, '100% \u00e9')", "(2, '100% \u00e9')", "(0, 0)", "(1, 1)", "(2, 2)"]
+    app.close()
+
+
+@pytest.mark.parametrize("with_receiver", [False, True])
+def test_redis_group_of_mixed_members_keeps_order_ids_and_signals(with_receiver: bool) -> None:
+    """Plain members go to Redis as `Members` items (one per run of one task); other members
+    between them, and a before_task_publish receiver (which needs each envelope), still give
+    every message, in the group's order."""
+    from celeriac import signals
+
+    r = require_redis(DB)
+    r.delete("celery", "other")
+    app = Celery("t", broker=redis_url(DB), backend=None, set_as_current=False)
+
+    @app.task(name="t.add", ignore_result=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="t.mul", ignore_result=True)
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    seen: list[str] = []
+
+    def receiver(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        seen.append(headers["id"])
+
+    if with_receiver:
+        signals.before_task_publish.connect(receiver)
+    try:
+        members = [add.s(0, 0), add.s(1, 1), mul.s(2, 2), add.s(3, 3).set(priority=9), add.s(4, 4),
+                   add.s(5, 5), mul.s(6, 6).set(queue="other")]
+        result = group(members).apply_async()
+    finally:
+        signals.before_task_publish.disconnect(receiver)
+    ids = [child.id for child in result.results]
+    raws = ([json.loads(raw) for raw in r.lrange("celery", 0, -1)][::-1]
+            + [json.loads(raw) for raw in r.lrange("celery\x06\x169", 0, -1)])
+    by_id = {raw["headers"]["id"]: raw for raw in raws + [json.loads(x) for x in r.lrange("other", 0, -1)]}
+    assert set(by_id) == set(ids)
+    for index, task_id in enumerate(ids):
+        message = by_id[task_id]
+        assert message["headers"]["group"] == result.id
+        assert message["headers"]["group_index"] == index
+        assert message["headers"]["root_id"] == task_id
+        assert message["properties"]["correlation_id"] == task_id
+        assert json.loads(base64.b64decode(message["body"]))[0] == [index, index]
+        assert encode_envelope(decode_envelope(json.dumps(message)), "", message["properties"]["delivery_info"]["routing_key"],
+                               message["properties"]["delivery_tag"]) == json.dumps(message)
+    plain_order = [raw["headers"]["id"] for raw in raws if raw["properties"]["priority"] == 0]
+    assert plain_order == [ids[i] for i in (0, 1, 2, 4, 5)]
+    assert len({raw["properties"]["delivery_tag"] for raw in by_id.values()}) == 7
+    assert seen == (ids if with_receiver else [])
+    r.delete("celery", "other", "celery\x06\x169")
     app.close()

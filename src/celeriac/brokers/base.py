@@ -38,6 +38,30 @@ class SharedEnvelope(Envelope):
     changed: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
 
+@dataclass(slots=True)
+class Members:
+    """Many messages that equal `template` but for their bodies and the values of the header
+    and property keys named in `changed`: the members of a group, given to `publish_many` as
+    one item. A broker that sets `publishes_members` encodes them without building an
+    envelope each; for the others the producer passes `envelopes()` instead.
+
+    `values`: for each message, (body, header values, property values), the values in the
+    order of `changed`.
+    """
+
+    template: Envelope
+    changed: tuple[tuple[str, ...], tuple[str, ...]]
+    values: list[tuple[bytes, tuple[Any, ...], tuple[Any, ...]]]
+
+    def envelopes(self) -> list[SharedEnvelope]:
+        """Each message as a complete `SharedEnvelope`."""
+        first, (header_keys, property_keys) = self.template, self.changed
+        return [SharedEnvelope(body, {**first.headers, **dict(zip(header_keys, header_values, strict=True))},
+                               {**first.properties, **dict(zip(property_keys, property_values, strict=True))},
+                               first.content_type, first.content_encoding, first, self.changed)
+                for body, header_values, property_values in self.values]
+
+
 @dataclass(slots=True, frozen=True)
 class Route:
     """Where a message goes: a queue, reached through an exchange with a routing key.
@@ -142,6 +166,8 @@ class Broker(abc.ABC):
     #: workers that cannot see a delayed store (Redis) takes ETA messages in the normal queue,
     #: as Celery sends them, and celeriac workers defer far-off ones with `Subscription.defer`.
     delays_on_publish: bool = True
+    #: Whether `publish_many` takes `Members` items (a group's members in one item).
+    publishes_members: bool = False
 
     @abc.abstractmethod
     def declare(self, queues: Sequence[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,18 @@ _current_app: Celery | None = None
 _apps: weakref.WeakSet[Any] = weakref.WeakSet()
 #: Functions decorated with @shared_task, with their options: added to every app.
 shared_task_factories: list[Any] = []
+
+#: This process's id, kept by a fork hook: what checks "was I forked?" on every send compare
+#: with (os.getpid() is a system call).
+pid = os.getpid()
+
+
+def _forked() -> None:
+    global pid
+    pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class ContextLocal:

@@ -159,7 +159,7 @@ class Celery:
 
     def _check_fork(self) -> None:
         # Connections (SQLite handles, sockets) and the reply queue must not cross a fork.
-        pid = os.getpid()
+        pid = _state.pid
         if pid != self._pid:
             self._pid = pid
             self._broker = self._backend = None

@@ -1,8 +1,9 @@
 """Random ids (task ids, delivery tags): uuid4 strings, built faster than `str(uuid.uuid4())`.
 
 `str(uuid.uuid4())` builds a UUID object (an int, validation, formatting: ~2.5 us); the
-same text is made here from 16 random bytes in ~0.6 us, and `uuid4_many` makes many from one
-`os.urandom` call. The output is a canonical RFC 4122 version 4 UUID, as uuid.uuid4() makes.
+same text is made here from random bytes: `uuid4_many` makes many from one `os.urandom`
+call (~0.55 us each), and `uuid4` takes them one by one from 64 made at a time. The output is
+a canonical RFC 4122 version 4 UUID, as uuid.uuid4() makes.
 """
 
 from __future__ import annotations
@@ -15,18 +16,25 @@ __all__ = ["uuid4", "uuid4_many"]
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
-def _format(h: str) -> str:
-    # h: 32 random hex digits; the version and variant digits are overwritten.
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+# Ids made ahead by `uuid4_many`, taken one by one by `uuid4` (list.pop is atomic: no two
+# threads get one id). A forked child drops the parent's, which the parent hands out too.
+_made: list[str] = []
+os.register_at_fork(after_in_child=_made.clear)
 
 
 def uuid4() -> str:
     """A random UUID as text, like `str(uuid.uuid4())`."""
-    return _format(os.urandom(16).hex())
+    try:
+        return _made.pop()
+    except IndexError:
+        _made.extend(uuid4_many(64))
+        return _made.pop()
 
 
 def uuid4_many(n: int) -> list[str]:
     """`n` random UUIDs as text, from one read of the random source (~0.55 us each)."""
+    if n <= 8:  # from those made ahead: a read of the random source costs more than a few
+        return [uuid4() for _ in range(n)]
     h = os.urandom(16 * n).hex()
     v = _VARIANT
     return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{v[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"

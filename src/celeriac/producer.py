@@ -188,7 +188,14 @@ def send_task_message(
             template, route = cached[1], cached[2]
             task_id = uuid4()
             args = args if isinstance(args, tuple | list) else list(args or ())
-            _publish(app, [(template.make(task_id, args, dict(kwargs or {}), None), route, None)])
+            item = (template.members([(task_id, args, dict(kwargs or {}), None)]), route, None)
+            if app.broker.publishes_members and not (signals.before_task_publish.receivers
+                                                     or signals.after_task_publish.receivers):
+                if not template.first.headers.get("ignore_result"):
+                    app.backend.on_task_call()
+                app.broker.publish_many([item])  # what _publish does, for one message of a template
+            else:
+                _publish(app, [item])
             return AsyncResult(task_id, app=app, task_name=name)
         arguments, route, not_before = _message_arguments(app, name, args, kwargs, {}, task)
         envelope = build_task_message(**arguments)

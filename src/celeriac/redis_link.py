@@ -8,12 +8,13 @@ that finds it busy is told so and uses the pool; a forked child checks out its o
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import redis
+
+from . import _state
 
 __all__ = ["KeptConnection", "send_and_read"]
 
@@ -52,9 +53,9 @@ class KeptConnection:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._conn is None or self._pid != os.getpid():  # never the parent's, after a fork
+            if self._conn is None or self._pid != _state.pid:  # never the parent's, after a fork
                 self._conn = self.client.connection_pool.get_connection()
-                self._pid = os.getpid()
+                self._pid = _state.pid
             return send_and_read(self._conn, commands)
         finally:
             self._lock.release()
@@ -63,6 +64,6 @@ class KeptConnection:
         """Disconnect and give the connection back to the pool (not a forked copy's)."""
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
+            if conn is not None and self._pid == _state.pid:
                 conn.disconnect()
                 self.client.connection_pool.release(conn)

@@ -99,6 +99,35 @@ def test_uuid4_text_is_an_rfc4122_version4_uuid() -> None:
     assert uuid4_many(0) == []
 
 
+def test_uuid4_made_ahead_are_never_shared_by_threads_or_a_forked_child() -> None:
+    import threading
+
+    from celeriac import _state
+
+    uuid4()  # the parent now holds ids made ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids and pid, to the parent
+        os.close(read)
+        os.write(write, json.dumps({"pid": _state.pid, "ids": [uuid4() for _ in range(100)]}).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert child["pid"] == pid and _state.pid == os.getpid()
+    parent = [uuid4() for _ in range(100)]
+    assert not set(parent) & set(child["ids"])
+
+    per_thread: list[list[str]] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=lambda out=out: out.extend(uuid4() for _ in range(5000))) for out in per_thread]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({i for ids in per_thread for i in ids}) == 20000
+
+
 # -- group members from a template ---------------------------------------------------------------
 
 

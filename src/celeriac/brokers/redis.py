@@ -455,8 +455,13 @@ class RedisBroker(Broker):
         members of a group (`Members`, or `SharedEnvelope`s of one template) are encoded from
         one cut text.
         """
+        if len(items) == 1 and type(items[0][0]) is Members:  # one task's delay(): no pipeline
+            command = self._members_command(*items[0])
+            if command is not None:
+                self._retry(self._command, *command)
+                return
         if any(type(envelope) is Members for envelope, _, _ in items):
-            items = self._expand_uncut(items)
+            items = self._encode_members(items)
         named = {r.exchange for _, r, _ in items if r.exchange and self._exchange_type(r) != "fanout"}
         tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name) for name in named}
         now = time.time()
@@ -464,28 +469,20 @@ class RedisBroker(Broker):
         targets: dict[int, list[str]] = {}  # id(route) -> queues (the routes live in `items`)
         # A run of members of one template to one plain queue: (template, route, encoding, LPUSH).
         run: tuple[Any, Any, _SharedEncoding, list[Any]] | None = None
-        for (envelope, route, not_before), tag in zip(items, uuid4_many(len(items)), strict=True):
-            if type(envelope) is Members:  # to a plain queue, with a cut text (`_expand_uncut`)
-                queue = route.routing_key or route.queue
-                key = self.queue_key(queue, _step(envelope.template.properties.get("priority")))
-                encoding = self._encoding(envelope.template, envelope.changed, "", queue)
-                assert encoding is not None
-                fill = encoding.fill
-                raws = [fill(body, (*header_values, *property_values), member_tag)
-                        for (body, header_values, property_values), member_tag
-                        in zip(envelope.values, uuid4_many(len(envelope.values)), strict=True)]
-                if commands and commands[-1][0] == "lpush" and commands[-1][1] == key:
-                    commands[-1].extend(raws)
+        for envelope, route, not_before in items:
+            if type(envelope) is list:  # members' LPUSH, from `_encode_members`
+                if commands and commands[-1][0] == "lpush" and commands[-1][1] == envelope[1]:
+                    commands[-1].extend(envelope[2:])
                 else:
-                    commands.append(["lpush", key, *raws])
+                    commands.append(envelope)
                 run = None
                 continue
             if (run is not None and not_before is None and route is run[1] and type(envelope) is SharedEnvelope
                     and envelope.template is run[0] and commands[-1] is run[3]):
-                run[3].append(run[2].encode(envelope, tag))
+                run[3].append(run[2].encode(envelope, uuid4()))
                 continue
             routing_key = route.routing_key or (route.queue if not route.exchange else "")
-            raw = self._encode(envelope, route.exchange, routing_key, tag)
+            raw = self._encode(envelope, route.exchange, routing_key, uuid4())
             if route.exchange and self._exchange_type(route) == "fanout":
                 commands.append(["publish", self.fanout_channel(route.exchange, routing_key), raw])
                 continue
@@ -514,21 +511,34 @@ class RedisBroker(Broker):
                     run = (envelope.template, route, encoding, commands[-1])
         self._pipe([tuple(command) for command in commands])
 
-    def _expand_uncut(self, items: Sequence[tuple[Envelope | Members, Route, float | None]]
-                      ) -> list[tuple[Envelope, Route, float | None]]:
-        """The items, with each `Members` that is not for a plain queue or has no cut text as
-        its envelopes."""
-        out: list[tuple[Envelope, Route, float | None]] = []
+    def _encode_members(self, items: Sequence[tuple[Any, Route, float | None]]) -> list[tuple[Any, Route, float | None]]:
+        """The items, with each `Members` as its LPUSH command (a list) where it has one, and
+        as its envelopes where not."""
+        out: list[tuple[Any, Route, float | None]] = []
         for envelope, route, not_before in items:
-            if type(envelope) is not Members:
-                out.append((envelope, route, not_before))  # type: ignore[arg-type]
-            elif (not_before is None and not route.exchange
-                    and (queue := route.routing_key or route.queue) not in self.expires
-                    and self._encoding(envelope.template, envelope.changed, "", queue) is not None):
-                out.append((envelope, route, not_before))  # type: ignore[arg-type]
-            else:
+            command = self._members_command(envelope, route, not_before) if type(envelope) is Members else None
+            if command is not None:
+                out.append((command, route, not_before))
+            elif type(envelope) is Members:
                 out.extend((member, route, not_before) for member in envelope.envelopes())
+            else:
+                out.append((envelope, route, not_before))
         return out
+
+    def _members_command(self, members: Members, route: Route, not_before: float | None) -> list[Any] | None:
+        """The LPUSH of `members` to a plain queue, from their template's cut text (None when
+        they go elsewhere or the template can't be cut)."""
+        if not_before is not None or route.exchange:
+            return None
+        queue = route.routing_key or route.queue
+        encoding = self._encoding(members.template, members.changed, "", queue) if queue not in self.expires else None
+        if encoding is None:
+            return None
+        fill = encoding.fill
+        return ["lpush", self.queue_key(queue, _step(members.template.properties.get("priority"))),
+                *[fill(body, (*header_values, *property_values), tag)
+                  for (body, header_values, property_values), tag
+                  in zip(members.values, uuid4_many(len(members.values)), strict=True)]]
 
     def _encoding(self, template: Envelope, changed: tuple[tuple[str, ...], tuple[str, ...]],
                   exchange: str, routing_key: str) -> _SharedEncoding | None:

@@ -192,11 +192,13 @@ class Celery:
 
     @property
     def router(self) -> Any:
-        if self._router is None:
+        router = self._router
+        if router is None or router.conf_version != self.conf._version:  # built again after a change
             from .routing import Router
 
-            self._router = Router(self.conf)
-        return self._router
+            router = self._router = Router(self.conf)
+            router.conf_version = self.conf._version
+        return router
 
     @property
     def control(self) -> Any:

@@ -178,6 +178,7 @@ class Router:
             _setting(conf, "task_default_routing_key", "") or self.default_queue_name
         )
         self.create_missing: bool = bool(_setting(conf, "task_create_missing_queues", True))
+        self.conf_version = -1  # the settings' version it was built from (`Celery.router`)
         self.max_priority: int | None = conf.get("task_queue_max_priority")
         self.default_priority: int | None = conf.get("task_default_priority")
         self._missing_queue_arguments = _queue_arguments_for_type(

@@ -87,6 +87,20 @@ def test_conf_update_after_the_first_send_changes_the_next_message() -> None:
     assert decode_body(task_message_from_envelope(second, None), None)[0] == [3, 4]
 
 
+def test_routing_settings_changed_after_the_first_send_apply_to_the_next() -> None:
+    app = memory_app()
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    add.delay(1, 2)
+    app.conf.update(task_default_priority=5, task_routes={"t.add": {"queue": "elsewhere"}})
+    add.delay(3, 4)
+    assert [e.properties["priority"] for e in drain(app)] == [0]
+    assert [e.properties["priority"] for e in drain(app, "elsewhere")] == [5]
+
+
 # -- ids -----------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -211,8 +212,10 @@ def send_task_message(
 
 def _template_key(app: Celery, task: Task) -> tuple[Any, ...]:
     """What a task's message template depends on, besides the task's name."""
-    return (app.conf._version, app.router, app.oid, task.ignore_result,
-            *[getattr(task, attr, None) for attr in _TASK_OPTIONS])
+    return (app.conf._version, app.router, app.oid, task.ignore_result, _task_options(task))
+
+
+_task_options = operator.attrgetter(*_TASK_OPTIONS)
 
 
 def send_many(app: Celery, messages: Sequence[tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]]) -> list[AsyncResult[Any]]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from . import _state, states
 from .canvas import Signature
 from .exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from .producer import send_task_message
 from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -186,8 +187,6 @@ class Task(Generic[P, R]):
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,  # type: ignore[return-value]
                               **options)
-        from .producer import send_task_message
-
         if task_id is not None:
             options["task_id"] = task_id
         if link is not None:

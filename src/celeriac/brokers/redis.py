@@ -271,7 +271,8 @@ class _SharedEncoding:
         escape = encode_basestring_ascii
         return self.format % (
             b2a_base64(body, newline=False).decode("ascii"),  # base64.b64encode's text
-            *[escape(v) if type(v) is str else str(v) if type(v) is int else encode_json(v) for v in values],
+            *[escape(v) if type(v) is str else "null" if v is None else str(v) if type(v) is int else encode_json(v)
+              for v in values],
             tag,
         )
 

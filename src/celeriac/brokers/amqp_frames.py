@@ -34,6 +34,9 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 _I32 = struct.Struct(">i")
+_U32_unpack_from = _U32.unpack_from
+_U64_unpack_from = _U64.unpack_from
+_I32_unpack_from = _I32.unpack_from
 
 #: deliver(method arguments, content header payload, body) -> handled? (False: py-amqp's way)
 Deliver = Callable[[bytes, bytes, bytes], bool]
@@ -117,18 +120,47 @@ def _whole_delivery(data: bytes, pos: int, channel: int) -> tuple[bytes, bytes, 
     return header, body, pos, frames
 
 
+#: Short strings that repeat in every delivery (consumer tag, exchange, routing key,
+#: property values such as the content type), decoded once, by their bytes.
+_SHORT: dict[bytes, str] = {}
+
+
 def _shortstr(buf: bytes, offset: int) -> tuple[str, int]:
     end = offset + 1 + buf[offset]
     return buf[offset + 1:end].decode("utf-8", "surrogatepass"), end
 
 
+def _known_shortstr(buf: bytes, offset: int) -> tuple[str, int]:
+    """A short string that is likely to repeat: looked up by its bytes, decoded once."""
+    end = offset + 1 + buf[offset]
+    raw = buf[offset + 1:end]
+    text = _SHORT.get(raw)
+    if text is None:
+        text = raw.decode("utf-8", "surrogatepass")
+        if len(_SHORT) < 4096:
+            _SHORT[raw] = text
+    return text, end
+
+
 def parse_deliver(args: bytes) -> tuple[str, int, bool, str, str]:
     """basic.deliver's arguments: consumer tag, delivery tag, redelivered, exchange, routing key."""
-    consumer_tag, offset = _shortstr(args, 0)
-    (delivery_tag,) = _U64.unpack_from(args, offset)
+    short = _SHORT
+    offset = 1 + args[0]
+    raw = args[1:offset]
+    consumer_tag = short.get(raw) or _known_shortstr(args, 0)[0]
+    (delivery_tag,) = _U64_unpack_from(args, offset)
     redelivered = bool(args[offset + 8] & 1)
-    exchange, offset = _shortstr(args, offset + 9)
-    routing_key, _ = _shortstr(args, offset)
+    offset += 9
+    end = offset + 1 + args[offset]
+    raw = args[offset + 1:end]
+    exchange = short.get(raw)
+    if exchange is None:
+        exchange = _known_shortstr(args, offset)[0]
+    end2 = end + 1 + args[end]
+    raw = args[end + 1:end2]
+    routing_key = short.get(raw)
+    if routing_key is None:
+        routing_key = _known_shortstr(args, end)[0]
     return consumer_tag, delivery_tag, redelivered, exchange, routing_key
 
 
@@ -143,9 +175,9 @@ def decode_properties(buf: bytes, offset: int) -> dict[str, Any]:
     flags = (buf[offset] << 8) | buf[offset + 1]
     offset += 2
     if flags & 0x8000:
-        properties["content_type"], offset = _shortstr(buf, offset)
+        properties["content_type"], offset = _known_shortstr(buf, offset)
     if flags & 0x4000:
-        properties["content_encoding"], offset = _shortstr(buf, offset)
+        properties["content_encoding"], offset = _known_shortstr(buf, offset)
     if flags & 0x2000:
         properties["application_headers"], offset = decode_table(buf, offset)
     if flags & 0x1000:
@@ -154,15 +186,17 @@ def decode_properties(buf: bytes, offset: int) -> dict[str, Any]:
     if flags & 0x0800:
         properties["priority"] = buf[offset]
         offset += 1
-    for bit, name in _SHORTSTR_PROPERTIES:
-        if flags & bit:
-            properties[name], offset = _shortstr(buf, offset)
+    if flags & 0x0780:
+        for bit, name in _SHORTSTR_PROPERTIES:
+            if flags & bit:
+                properties[name], offset = _shortstr(buf, offset)
     if flags & 0x0040:
-        (properties["timestamp"],) = _U64.unpack_from(buf, offset)
+        (properties["timestamp"],) = _U64_unpack_from(buf, offset)
         offset += 8
-    for bit, name in _LATE_SHORTSTR_PROPERTIES:
-        if flags & bit:
-            properties[name], offset = _shortstr(buf, offset)
+    if flags & 0x003C:
+        for bit, name in _LATE_SHORTSTR_PROPERTIES:
+            if flags & bit:
+                properties[name], offset = _shortstr(buf, offset)
     return properties
 
 
@@ -173,35 +207,48 @@ def _text(raw: bytes) -> str | bytes:
         return raw
 
 
-#: Decoded table keys by their bytes: task headers repeat the same twenty-odd keys.
-_KEYS: dict[bytes, str | bytes] = {}
+#: A table entry's key and value type by the bytes of both (the key's length byte excluded):
+#: task headers repeat the same twenty-odd keys.
+_KEYS: dict[bytes, tuple[str | bytes, int]] = {}
+
+
+def _new_key(raw: bytes) -> tuple[str | bytes, int]:
+    entry = (_text(raw[:-1]), raw[-1])
+    if len(_KEYS) < 4096:
+        _KEYS[raw] = entry
+    return entry
 
 
 def decode_table(buf: bytes, offset: int) -> tuple[dict[Any, Any], int]:
     """A field table ('F' without its type byte) at `offset`: (dict, offset after)."""
-    (length,) = _U32.unpack_from(buf, offset)
+    unpack = _U32_unpack_from
+    (length,) = unpack(buf, offset)
     offset += 4
     limit = offset + length
     table: dict[Any, Any] = {}
     keys = _KEYS
     while offset < limit:
-        end = offset + 1 + buf[offset]
+        end = offset + 2 + buf[offset]  # after the key and its value's type byte
         raw = buf[offset + 1:end]
-        key = keys.get(raw)
-        if key is None:
-            key = _text(raw)
-            if len(keys) < 4096:
-                keys[raw] = key
-        kind = buf[end]
+        key, kind = keys.get(raw) or _new_key(raw)
         if kind == 0x53:  # 'S' long string, inline: the commonest value
-            (size,) = _U32.unpack_from(buf, end + 1)
-            offset = end + 5 + size
-            table[key] = _text(buf[end + 5:offset])
+            offset = end + 4 + unpack(buf, end)[0]
+            value = buf[end + 4:offset]
+            try:
+                table[key] = value.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                table[key] = value
         elif kind == 0x56:  # 'V' void
             table[key] = None
+            offset = end
+        elif kind == 0x49:  # 'I' signed 32-bit
+            table[key] = _I32_unpack_from(buf, end)[0]
+            offset = end + 4
+        elif kind == 0x74:  # 't' bool
+            table[key] = bool(buf[end])
             offset = end + 1
         else:
-            table[key], offset = _value(buf, end)
+            table[key], offset = _value(buf, end - 1)
     return table, offset
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import amqp
+from amqp import spec
 from amqp.exceptions import ChannelError
 
 from ..entities import Queue
@@ -100,12 +101,19 @@ class AMQPSubscription(Subscription, FanoutSubscription):
                                    no_ack=self.no_ack, arguments=arguments)
 
     def set_prefetch(self, prefetch: int) -> None:
-        """Change how many unacked messages RabbitMQ pushes (basic_qos), e.g. on pool_grow."""
+        """Change how many unacked messages RabbitMQ pushes (basic_qos), e.g. on pool_grow.
+
+        The basic.qos is sent without waiting for its qos-ok: RabbitMQ applies it in order,
+        and waiting would make py-amqp read (slowly, one frame at a time) every delivery
+        already on the way; the qos-ok is read and dropped with them by the next fetch. A
+        refusal closes the channel, which the next fetch sees (and reconnects).
+        """
         self.prefetch = max(0, min(int(prefetch or 0), 65535))
         if self.channel is not None and self.connection is not None:
             known = [self.broker.queues[name] for name in self.queues if name in self.broker.queues]
             try:
-                self.channel.basic_qos(0, self.prefetch, self._qos_global(self.connection, known))
+                self.channel.send_method(spec.Basic.Qos, "lBb",
+                                         (0, self.prefetch, self._qos_global(self.connection, known)))
             except CONNECTION_ERRORS as exc:
                 self._lost(exc)  # the next get_many reconnects with the new prefetch
 

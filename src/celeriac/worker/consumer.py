@@ -51,6 +51,8 @@ DEFER_ETA_AFTER = 10.0
 FAST_BATCH_BUDGET = 0.01
 FAST_BATCH_MAX = 256
 FAST_BATCH_AFTER = 8
+#: The batch shrinks only once it is worth less than this share of its size in work.
+FAST_BATCH_KEEP = 0.6
 
 
 class Consumer:
@@ -108,8 +110,12 @@ class Consumer:
         """Grow or shrink the fast-task batch from the measured mean runtime."""
         if self.fair or 0 < self.task_count < FAST_BATCH_AFTER:
             return
-        target = min(FAST_BATCH_MAX, int(FAST_BATCH_BUDGET / max(self.mean_runtime, 1e-6)))
-        target = 1 << (target.bit_length() - 1) if target > 1 else 0  # powers of two: few changes
+        wanted = min(FAST_BATCH_MAX, int(FAST_BATCH_BUDGET / max(self.mean_runtime, 1e-6)))
+        target = 1 << (wanted.bit_length() - 1) if wanted > 1 else 0  # powers of two: few changes
+        if target < self.fast_batch and wanted > self.fast_batch * FAST_BATCH_KEEP:
+            # A mean near a power of two's edge would flip the batch (on RabbitMQ, a basic.qos
+            # each time) every few turns: shrink only once well below it.
+            return
         if target != self.fast_batch:
             self.fast_batch = target
             self.sub.set_prefetch(self.prefetch)

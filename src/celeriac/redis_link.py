@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis
 
 from . import _state
@@ -23,7 +24,7 @@ def send_and_read(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send commands in one write; read every reply (so the connection stays in step) and raise
     the first error reply. A connection that failed midway is dropped: it reconnects on use."""
     try:
-        conn.send_packed_command(conn.pack_commands(commands))
+        conn.send_packed_command([_pack(conn, commands)], check_health=False)
         replies = []
         for _ in commands:
             try:
@@ -37,6 +38,14 @@ def send_and_read(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         if isinstance(reply, redis.ResponseError):
             raise reply
     return replies
+
+
+def _pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> bytes:
+    # hiredis packs directly: redis-py's packer wraps it in ~5 us of Python per command.
+    try:
+        return b"".join([hiredis.pack_command(command) for command in commands])
+    except TypeError:  # a value hiredis can't pack (redis-py's encoder takes any)
+        return b"".join(conn.pack_commands(commands))
 
 
 class KeptConnection:

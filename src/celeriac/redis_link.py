@@ -4,6 +4,7 @@ publishes and by the Redis backend for reads and writes).
 Checking a connection out of redis-py's pool and back costs ~10 us per command (a poll for
 stray data, locks, metrics): more than a command on loopback. The owner keeps one; a thread
 that finds it busy is told so and uses the pool; a forked child checks out its own.
+Commands are packed by hiredis itself, without redis-py's Python wrapper around it.
 """
 
 from __future__ import annotations

@@ -449,7 +449,7 @@ class RedisBroker(Broker):
             return
         self.publish_many([(envelope, route, not_before)])
 
-    def publish_many(self, items: Sequence[tuple[Envelope | Members, Route, float | None]]) -> None:
+    def publish_many(self, items: Sequence[tuple[Any, Route, float | None]]) -> None:  # Envelope or Members
         """Send many messages in one pipeline (plus one to read the bindings they need).
 
         Consecutive messages to one list go in one LPUSH (which keeps their order); the
@@ -457,7 +457,8 @@ class RedisBroker(Broker):
         one cut text.
         """
         if len(items) == 1 and type(items[0][0]) is Members:  # one task's delay(): no pipeline
-            command = self._members_command(*items[0])
+            members, route, not_before = items[0]
+            command = self._members_command(members, route, not_before)
             if command is not None:
                 self._retry(self._command, *command)
                 return
@@ -562,8 +563,9 @@ class RedisBroker(Broker):
 
     def _encode(self, envelope: Envelope, exchange: str, routing_key: str, tag: str | None = None) -> str:
         """`encode_envelope`, from the template's cut text for a `SharedEnvelope`."""
-        template = envelope.template if isinstance(envelope, SharedEnvelope) else None
-        encoding = None if template is None else self._encoding(template, envelope.changed, exchange, routing_key)  # type: ignore[union-attr]
+        encoding = None
+        if isinstance(envelope, SharedEnvelope) and envelope.template is not None:
+            encoding = self._encoding(envelope.template, envelope.changed, exchange, routing_key)
         if encoding is None:
             return encode_envelope(envelope, exchange, routing_key, tag)
         return encoding.encode(envelope, tag or uuid4())

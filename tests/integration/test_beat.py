@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,10 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     elif request.param == "redis":
         proj = Project(tmp_path, redis_url())
     else:
-        # The shared RabbitMQ: a queue of our own, so other tests' messages don't mix in.
-        proj = Project(tmp_path, amqp_url(), redis_url(), queue=f"celeriac-test.beat.{tmp_path.name}")
+        # The shared RabbitMQ: a queue of this run's own, so other tests' messages, and ticks
+        # left by an earlier run that was killed before it could delete its queue, don't mix in.
+        proj = Project(tmp_path, amqp_url(), redis_url(),
+                       queue=f"celeriac-test.beat.{tmp_path.name}.{uuid.uuid4().hex[:8]}")
     try:
         yield proj
     finally:

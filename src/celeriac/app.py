@@ -83,7 +83,7 @@ class Celery:
         self._router: Any = None
         self._autodiscover: list[tuple[Any, str]] = []
         self._finalized = False
-        self._pid = os.getpid()
+        self._pid = _state.pid
         self._oid = str(uuid.uuid4())
         self._declared: set[str] = set()
         self.on_after_configure = signals.Signal("on_after_configure")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .. import states
+from .. import _state, states
 from ..exceptions import OperationalError, TimeoutError
 from ..redis_link import KeptConnection
 from ..serialization import dumps
@@ -161,16 +160,16 @@ class RedisBackend(Backend):
     def _waiter(self) -> Any:
         """This thread's connection for waiting (kept: a new one per get() costs a connect)."""
         conn = getattr(self._local, "waiter", None)
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None or self._local.pid != _state.pid:
             conn = self._local.waiter = self.client.connection_pool.get_connection()
-            self._local.pid = os.getpid()
+            self._local.pid = _state.pid
             self._local.channel = None
         return conn
 
     def _drop_waiter(self) -> None:
         conn = getattr(self._local, "waiter", None)
         self._local.waiter = None
-        if conn is not None and self._local.pid == os.getpid():
+        if conn is not None and self._local.pid == _state.pid:
             try:
                 conn.disconnect()
             except Exception:  # already broken: nothing to release

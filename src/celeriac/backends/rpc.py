@@ -19,13 +19,12 @@ process, groups cannot be saved and chords are not supported (as in Celery).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import states
+from .. import _state, states
 from ..brokers.amqp import AMQPBroker
 from ..brokers.amqp_consumer import AMQPSubscription
 from ..brokers.base import Envelope
@@ -77,7 +76,7 @@ class RPCBackend(Backend):
         self._lock = threading.RLock()
         self._subscription: AMQPSubscription | None = None
         self._declared = False
-        self._pid = os.getpid()
+        self._pid = _state.pid
 
     def __repr__(self) -> str:
         return "<RPCBackend rpc://>"
@@ -105,9 +104,9 @@ class RPCBackend(Backend):
                      expires=self.expires)
 
     def _check_fork(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != _state.pid:
             # A forked child: the parent's consumer connection and results are not ours.
-            self._pid = os.getpid()
+            self._pid = _state.pid
             self._subscription = None
             self._declared = False
             self._metas = {}

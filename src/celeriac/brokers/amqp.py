@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import ssl
 import threading
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import amqp
 from amqp.exceptions import AccessRefused, ChannelError, NotAllowed, NotFound, PreconditionFailed
 
+from .. import _state
 from ..entities import Exchange, Queue
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..urls import mask_url, parse_url, split_urls
@@ -173,7 +173,7 @@ class _Link:
     def __init__(self, connection: amqp.Connection, confirm: bool) -> None:
         self.connection = connection
         self.confirm = confirm
-        self.pid = os.getpid()
+        self.pid = _state.pid
         self.channel: Any = None
         self.open_channel()
 
@@ -244,7 +244,7 @@ class _Link:
             raise OperationalError(f"RabbitMQ at {where} refused (nacked) a published message")
 
     def close(self, polite: bool = True) -> None:
-        if self.pid == os.getpid():  # never the socket of the process we forked from
+        if self.pid == _state.pid:  # never the socket of the process we forked from
             close_connection(self.connection, polite)
 
 
@@ -290,7 +290,7 @@ class AMQPBroker(Broker):
         self._url_index = 0
         self._idle: list[_Link] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _state.pid
         self._delay_ready = False
 
     def __repr__(self) -> str:
@@ -345,8 +345,8 @@ class AMQPBroker(Broker):
 
     def _acquire(self) -> _Link:
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
-                self._idle, self._pid = [], os.getpid()
+            if self._pid != _state.pid:  # forked: the parent's sockets are not ours
+                self._idle, self._pid = [], _state.pid
             if self._idle:
                 return self._idle.pop()
         connection = self.connect()

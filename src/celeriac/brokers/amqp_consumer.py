@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ import amqp
 from amqp import spec
 from amqp.exceptions import ChannelError
 
+from .. import _state
 from ..entities import Queue
 from ..exceptions import OperationalError
 from .amqp import (
@@ -60,7 +60,7 @@ class AMQPSubscription(Subscription, FanoutSubscription):
         self._consumers: dict[str, str] = {}
         self._closed = threading.Event()
         self._last_tick = time.monotonic()
-        self._pid = os.getpid()
+        self._pid = _state.pid
         broker.retrying(self._connect, "subscribing")
         self._beat: threading.Thread | None = None
         if broker.heartbeat > 0:
@@ -296,6 +296,6 @@ class AMQPSubscription(Subscription, FanoutSubscription):
         connection, self.connection, self.channel = self.connection, None, None
         self.buffer.clear()
         self.unacked.clear()
-        if connection is not None and self._pid == os.getpid():  # not a forked copy's
+        if connection is not None and self._pid == _state.pid:  # not a forked copy's
             close_connection(connection)
 

@@ -143,7 +143,7 @@ def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
     if not broker.publishes_members or signals.before_task_publish.receivers or signals.after_task_publish.receivers:
         items = [(member, route, not_before) for envelope, route, not_before in items
                  for member in (envelope.envelopes() if type(envelope) is Members else (envelope,))]
-    if not broker.delays_on_publish:
+    if not broker.delays_on_publish and any(not_before is not None for _, _, not_before in items):
         items = [(envelope, route, None) for envelope, route, _ in items]
     if any(not (envelope.template if type(envelope) is Members else envelope).headers.get("ignore_result")
            for envelope, _, _ in items):
@@ -189,14 +189,7 @@ def send_task_message(
             template, route = cached[1], cached[2]
             task_id = uuid4()
             args = args if isinstance(args, tuple | list) else list(args or ())
-            item = (template.members([(task_id, args, dict(kwargs or {}), None)]), route, None)
-            if app.broker.publishes_members and not (signals.before_task_publish.receivers
-                                                     or signals.after_task_publish.receivers):
-                if not template.first.headers.get("ignore_result"):
-                    app.backend.on_task_call()
-                app.broker.publish_many([item])  # what _publish does, for one message of a template
-            else:
-                _publish(app, [item])
+            _publish(app, [(template.members([(task_id, args, dict(kwargs or {}), None)]), route, None)])
             return AsyncResult(task_id, app=app, task_name=name)
         arguments, route, not_before = _message_arguments(app, name, args, kwargs, {}, task)
         envelope = build_task_message(**arguments)

@@ -144,23 +144,11 @@ def _known_shortstr(buf: bytes, offset: int) -> tuple[str, int]:
 
 def parse_deliver(args: bytes) -> tuple[str, int, bool, str, str]:
     """basic.deliver's arguments: consumer tag, delivery tag, redelivered, exchange, routing key."""
-    short = _SHORT
-    offset = 1 + args[0]
-    raw = args[1:offset]
-    consumer_tag = short.get(raw) or _known_shortstr(args, 0)[0]
+    consumer_tag, offset = _known_shortstr(args, 0)
     (delivery_tag,) = _U64_unpack_from(args, offset)
     redelivered = bool(args[offset + 8] & 1)
-    offset += 9
-    end = offset + 1 + args[offset]
-    raw = args[offset + 1:end]
-    exchange = short.get(raw)
-    if exchange is None:
-        exchange = _known_shortstr(args, offset)[0]
-    end2 = end + 1 + args[end]
-    raw = args[end + 1:end2]
-    routing_key = short.get(raw)
-    if routing_key is None:
-        routing_key = _known_shortstr(args, end)[0]
+    exchange, offset = _known_shortstr(args, offset + 9)
+    routing_key, _ = _known_shortstr(args, offset)
     return consumer_tag, delivery_tag, redelivered, exchange, routing_key
 
 

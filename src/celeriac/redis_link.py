@@ -18,7 +18,10 @@ import redis
 
 from . import _state
 
-__all__ = ["KeptConnection", "send_and_read"]
+__all__ = ["CONNECTION_ERRORS", "KeptConnection", "send_and_read"]
+
+#: What redis-py raises when Redis cannot be reached (as opposed to an error reply).
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 def send_and_read(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

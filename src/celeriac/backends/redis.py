@@ -22,7 +22,7 @@ import redis
 
 from .. import _state, states
 from ..exceptions import OperationalError, TimeoutError
-from ..redis_link import KeptConnection
+from ..redis_link import CONNECTION_ERRORS, KeptConnection
 from ..serialization import dumps
 from ..urls import mask_url
 from .base import GROUP_KEYPREFIX, TASK_KEYPREFIX, Backend, exception_to_dict
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisBackend"]
 
-_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 # Records one chord header result and, when all are in, claims the body for one caller and
 # returns the results in order. KEYS: .j .t .s .d <group> .c; ARGV: task id, entry, ordered,
@@ -106,7 +105,7 @@ class RedisBackend(Backend):
         for attempt in range(20):
             try:
                 return fn(*args, **kwargs)
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if attempt == 19:
                     raise OperationalError(f"Cannot reach Redis at {mask_url(self.url)}: {exc}") from exc
                 time.sleep(min(0.05 * 2**attempt, 1.0))
@@ -190,7 +189,7 @@ class RedisBackend(Backend):
         while True:
             try:
                 return self._wait(key, task_id, deadline)
-            except _CONNECTION_ERRORS:
+            except CONNECTION_ERRORS:
                 self._drop_waiter()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"The operation timed out waiting for task {task_id}.") from None

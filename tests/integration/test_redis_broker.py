@@ -441,3 +441,38 @@ def test_undecodable_message_is_dropped_not_stuck(r, broker):
     assert ids(sub.get_many(10, 0)) == ["fine"]
     assert r.hlen("unacked") == 1 and r.hlen(sub.held_key) == 1
     sub.close()
+
+
+def test_unacked_records_tag_exchange_and_routing_key_of_any_envelope(r, broker):
+    """The fetch script reads tag, exchange and routing key from the tail of a kombu-written
+    envelope, and decodes any other JSON (other key order, escapes, a numeric or missing tag)."""
+    def text(properties: dict) -> bytes:
+        return json.dumps({"body": "W1sxXSwge30sIHt9XQ==", "content-encoding": "utf-8",
+                           "content-type": "application/json",
+                           "headers": {"task": "t.add", "id": "x", "delivery_tag": "not-this"},
+                           "properties": properties}).encode()
+
+    kombu_tail = {"correlation_id": "x", "delivery_mode": 2,
+                  "delivery_info": {"exchange": "ex", "routing_key": "rk.1"}, "priority": 0,
+                  "body_encoding": "base64", "delivery_tag": "tag-kombu"}
+    other_order = {"delivery_tag": "tag-other", "body_encoding": "base64", "priority": 0,
+                   "delivery_info": {"exchange": "e\"x", "routing_key": "r/k"}}
+    numeric_tag = {"delivery_tag": 42, "body_encoding": "base64",
+                   "delivery_info": {"exchange": "ex", "routing_key": 7}}
+    no_tag = {"body_encoding": "base64", "delivery_info": {"exchange": "", "routing_key": ""}}
+    raws = [text(p) for p in (kombu_tail, other_order, numeric_tag, no_tag)]
+    r.lpush("celery", *raws)
+    sub = broker.subscribe(["celery"], prefetch=0)
+    got = sub.get_many(10, 0)
+    import hashlib
+
+    expected = [("tag-kombu", "ex", "rk.1"), ("tag-other", 'e"x', "r/k"), ("42", "", "celery"),
+                (hashlib.sha1(raws[3]).hexdigest(), "", "celery")]
+    assert [d.tag for d in got] == [tag for tag, _, _ in expected]
+    for (tag, exchange, routing_key), raw in zip(expected, raws, strict=True):
+        assert json.loads(r.hget("unacked", tag)) == [json.loads(raw), exchange, routing_key]
+        assert r.hget(sub.held_key, tag) == b"celery"
+        assert r.zscore("unacked_index", tag) == pytest.approx(time.time(), abs=5)
+    sub.ack_many(got)
+    assert r.hlen("unacked") == 0 and r.zcard("unacked_index") == 0 and r.hlen(sub.held_key) == 0
+    sub.close()

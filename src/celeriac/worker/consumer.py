@@ -138,8 +138,10 @@ class Consumer:
                 self._dispatch()
             if self.autoscaler is not None and self.autoscaler.maybe_scale(len(self.held)):
                 self._dispatch()
-            if room <= 0 or self.waiting:  # the pool is full: wait for a task to end
-                self._finish(self.pool.poll(self._pool_timeout()))
+            # The pool is full: wait for a task to end. Else take what ended (a solo batch has
+            # all ended), so that the room counted next frees their slots and the acks can
+            # wait for the next fetch instead of taking a round trip of their own.
+            self._finish(self.pool.poll(self._pool_timeout() if room <= 0 or self.waiting else 0))
             self._flush_acks(keep_acks=self._fetches_next())
         self._flush_acks()
 

@@ -1,5 +1,6 @@
-"""The Redis subscription's fast path: acks ride with the next fetch, and a message an idle
-consumer's BRPOP takes is delivered before the reply of its record in ``unacked`` is read."""
+"""The Redis subscription's fast path: acks ride with the next fetch, a fetch can be sent
+ahead (its reply read at the next call), and a message an idle consumer's BRPOP takes is
+delivered before the reply of its record in ``unacked`` is read."""
 
 from __future__ import annotations
 
@@ -102,4 +103,66 @@ def test_a_woken_consumers_reject_with_requeue_is_not_lost(r, broker):
     [d2] = sub.get_many(10, 0)
     assert d2.envelope.headers["id"] == "again" and d2.redelivered
     sub.ack_many([d2])
+    sub.close()
+
+
+def test_fetch_ahead_returns_the_next_batch_first_within_the_prefetch(r, broker):
+    broker.publish_many([(env(f"a{i}"), to("celery"), None) for i in range(10)])
+    sub = broker.subscribe(["celery"], prefetch=6)
+    first = sub.ack_and_get_many([], 6, 0, ahead=3)
+    assert ids(first) == ["a0", "a1", "a2"]  # room left for the fetch sent ahead
+    assert sub.in_flight == 3
+    # Sent, not read: Redis popped and recorded the next three for this consumer already.
+    deadline = time.monotonic() + 2
+    while r.hlen(sub.held_key) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert r.hlen(sub.held_key) == 6 and r.llen("celery") == 4
+    # The next call returns them at once and sends the following fetch with its acks.
+    second = sub.ack_and_get_many(first, 6, 5, ahead=3)
+    assert ids(second) == ["a3", "a4", "a5"] and sub.in_flight == 3
+    third = sub.ack_and_get_many(second, 6, 5, ahead=3)
+    assert ids(third) == ["a6", "a7", "a8"]
+    fourth = sub.ack_and_get_many(third, 6, 5, ahead=3)
+    assert ids(fourth) == ["a9"]  # what the last fetch ahead found
+    assert sub.in_flight == 3  # another was sent: it will find nothing
+    assert sub.ack_and_get_many(fourth, 6, 0, ahead=3) == []
+    assert sub.in_flight == 0
+    assert r.hlen("unacked") == 0 and r.zcard("unacked_index") == 0 and r.hlen(sub.held_key) == 0
+    sub.close()
+
+
+def test_fetch_ahead_in_flight_is_given_back_on_close_and_by_other_commands(r, broker):
+    broker.publish_many([(env(f"b{i}"), to("celery"), None) for i in range(6)])
+    sub = broker.subscribe(["celery"], prefetch=0)
+    first = sub.ack_and_get_many([], 2, 0, ahead=2)
+    assert ids(first) == ["b0"] and sub.in_flight == 2  # limit minus what goes ahead
+    sub.reject(first[0], requeue=True)  # reads the reply ahead first: b1, b2 wait, held
+    assert sub.in_flight == 0 and r.hlen(sub.held_key) == 2
+    sub.close()  # never returned: they go back to the head, in order, marked redelivered
+    assert r.hlen("unacked") == 0
+    again = broker.subscribe(["celery"], prefetch=0)
+    got = again.get_many(10, 0)
+    assert ids(got) == ["b1", "b2", "b3", "b4", "b5", "b0"]
+    assert [d.redelivered for d in got] == [True, True, False, False, False, True]
+    again.ack_many(got)
+    again.close()
+
+
+def test_fetch_ahead_reply_lost_with_the_connection_loses_nothing(r, broker):
+    broker.publish_many([(env(f"c{i}"), to("celery"), None) for i in range(5)])
+    sub = broker.subscribe(["celery"], prefetch=0)
+    first = sub.ack_and_get_many([], 4, 0, ahead=2)
+    assert ids(first) == ["c0", "c1"] and sub.in_flight == 2
+    deadline = time.monotonic() + 2
+    while r.hlen(sub.held_key) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The reply of the fetch ahead is lost with the connection: it had popped c2, c3.
+    sub._conn.disconnect()
+    got = sub.ack_and_get_many(first, 4, 1)
+    # c0 and c1 are acked; c2 and c3 went back to the head of the list and come again.
+    assert ids(got) == ["c2", "c3", "c4"]
+    assert [d.redelivered for d in got] == [True, True, False]
+    sub.ack_many(got)
+    assert r.hlen("unacked") == 0 and r.zcard("unacked_index") == 0 and r.hlen(sub.held_key) == 0
+    assert r.llen("celery") == 0
     sub.close()

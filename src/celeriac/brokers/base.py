@@ -100,12 +100,24 @@ class Subscription(abc.ABC):
     def ack(self, delivery: Delivery) -> None:
         self.ack_many([delivery])
 
-    def ack_and_get_many(self, acks: Sequence[Delivery], limit: int, timeout: float) -> list[Delivery]:
+    def ack_and_get_many(self, acks: Sequence[Delivery], limit: int, timeout: float, *,
+                         ahead: int = 0) -> list[Delivery]:
         """`ack_many(acks)`, then `get_many(limit, timeout)`; a broker that can do both in
-        one round trip (Redis) overrides this."""
+        one round trip (Redis) overrides this.
+
+        `ahead`: where the broker can (Redis), once deliveries are in hand, also ask for up to
+        this many more without waiting for them: the next call returns them first, so the
+        worker runs one batch while the broker serves the next. They are held (prefetched)
+        from the moment they are asked for, and count in `in_flight` until they arrive.
+        """
         if acks:
             self.ack_many(acks)
         return self.get_many(limit, timeout)
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries asked for with `ahead` and not yet returned (at most)."""
+        return 0
 
     @abc.abstractmethod
     def reject(self, delivery: Delivery, *, requeue: bool) -> None:

@@ -45,6 +45,10 @@ class RedisSubscription(Subscription):
         # of a BRPOP'd message sent on it whose reply is read later (see `_record_later`).
         self._conn: Any = None
         self._pending: tuple[list[str], list[Any], str] | None = None
+        # A fetch sent ahead (`ack_and_get_many(ahead=...)`) whose reply is read later, and
+        # the deliveries that reply brought, returned first by the next call.
+        self._ahead: tuple[list[str], list[Any], list[str], list[str]] | None = None
+        self._ready: list[Delivery] = []
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         if broker.heartbeat_ttl > 0:
@@ -135,7 +139,10 @@ class RedisSubscription(Subscription):
         return [Delivery(envelope, names[idx], tag, bool(info.get("redelivered")))]
 
     def _settle(self) -> None:
-        """Read the reply of the record `_record_later` sent (run it again if it was lost)."""
+        """Read the reply of the record `_record_later` sent (run it again if it was lost), or
+        of the fetch sent ahead (its deliveries wait in `_ready`)."""
+        if self._ahead is not None:
+            self._settle_ahead()
         if self._pending is None:
             return
         script_keys, args, tag = self._pending
@@ -161,6 +168,12 @@ class RedisSubscription(Subscription):
         extra, index = ("", 0) if popped is None else (popped[1], keys.index(popped[0].decode()) + 1)
         out = self._fetch_call([b.unacked_key, b.index_key, self.held_key, *keys],
                                [limit, time.time(), extra, index, *names, *acks])
+        return self._deliveries(out, keys, names, extra, acks)
+
+    def _deliveries(self, out: list[Any], keys: list[str], names: list[str], extra: Any,
+                    acks: Sequence[str]) -> list[Delivery]:
+        """The deliveries of a FETCH reply (now held), once its acks are settled."""
+        b = self.broker
         for tag in acks:
             self.held.pop(tag, None)
         deliveries = []
@@ -184,16 +197,30 @@ class RedisSubscription(Subscription):
         """
         return self.ack_and_get_many((), limit, timeout)
 
-    def ack_and_get_many(self, acks: Sequence[Delivery], limit: int, timeout: float) -> list[Delivery]:
+    def ack_and_get_many(self, acks: Sequence[Delivery], limit: int, timeout: float, *,
+                         ahead: int = 0) -> list[Delivery]:
         """`ack_many(acks)` and `get_many(limit, timeout)` in one script call (one round trip
-        per turn of the worker loop); the acks are settled before any wait."""
+        per turn of the worker loop); the acks are settled before any wait.
+
+        `ahead` (see `Subscription.ack_and_get_many`): once deliveries are in hand, a FETCH of
+        up to `ahead` more is sent and its reply left to read; the next call returns what it
+        brought, and sends the next one with its acks. A worker then runs a batch while Redis
+        pops and records the next (bench/: drain, one worker process).
+        """
         self._settle()
         tags = [d.tag for d in acks]
+        if self._ready:  # returned whatever `limit`: they were asked for within the prefetch
+            got, self._ready = self._ready, []
+            if not self._fetch_ahead(ahead, tags) and tags:
+                self._ack_tags(tags)
+            return got
         if self.prefetch:
             limit = min(limit, self.prefetch - len(self.held) + len(tags))
         if limit <= 0:
             self.ack_many(acks)
             return []
+        if ahead:  # leave room for the fetch sent ahead
+            limit = max(1, limit - ahead)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -202,6 +229,7 @@ class RedisSubscription(Subscription):
                 got = self._fetch(limit, keys, names, acks=tags)
                 tags = []  # settled (a lost reply: sent again after `_recover`; acks are idempotent)
                 if got:
+                    self._fetch_ahead(ahead, [])
                     return got
                 wait = min(deadline - time.monotonic(), 1.0)
                 if self._next_due is not None:
@@ -220,6 +248,57 @@ class RedisSubscription(Subscription):
                 if tags:
                     self.ack_many(acks)
                 return []
+
+    @property
+    def in_flight(self) -> int:
+        return self._ahead[1][0] if self._ahead is not None else 0  # the FETCH's limit argument
+
+    def _fetch_ahead(self, ahead: int, acks: list[str]) -> bool:
+        """Send a FETCH of up to `ahead` deliveries (within the prefetch) with these acks, and
+        do not wait for its reply (`_settle_ahead` reads it). False if nothing was sent."""
+        if self.prefetch:
+            ahead = min(ahead, self.prefetch - len(self.held) + len(acks))
+        if ahead <= 0:
+            return False
+        try:
+            self._maybe_tick()
+        except CONNECTION_ERRORS:
+            return False  # the caller's next command retries until Redis is back
+        b = self.broker
+        keys, names = self._keys()
+        script_keys = [b.unacked_key, b.index_key, self.held_key, *keys]
+        args = [ahead, time.time(), "", 0, *names, *acks]
+        if self._conn is None:
+            self._conn = b.client.connection_pool.get_connection()
+        try:
+            self._conn.send_command("EVALSHA", b.fetch_script.sha, len(script_keys), *script_keys, *args)
+        except CONNECTION_ERRORS:
+            self._conn.disconnect()  # not run: the caller acks another way, the next fetch waits
+            return False
+        self._ahead = (script_keys, args, keys, names)
+        return True
+
+    def _settle_ahead(self) -> None:
+        assert self._ahead is not None
+        script_keys, args, keys, names = self._ahead
+        self._ahead = None
+        b = self.broker
+        acks = args[4 + len(names):]
+        try:
+            out = self._conn.read_response()
+        except redis.exceptions.NoScriptError:  # not run (Redis restarted): run it now
+            out = b._retry(b.fetch_script, keys=script_keys, args=args)
+        except CONNECTION_ERRORS:
+            # It may have run: give back what it popped, and ack again (acks are idempotent).
+            self._conn.disconnect()
+            b._retry(self._recover)
+            if acks:
+                self._ack_tags(acks)
+            return
+        except BaseException:  # a signal mid-read: the connection is out of step
+            self._conn.disconnect()
+            raise
+        self._ready.extend(self._deliveries(out, keys, names, "", acks))
 
     def _recover(self) -> None:
         """After a lost connection: give back what a lost reply popped for us."""
@@ -263,7 +342,9 @@ class RedisSubscription(Subscription):
         if not deliveries:
             return
         self._settle()
-        tags = [d.tag for d in deliveries]
+        self._ack_tags([d.tag for d in deliveries])
+
+    def _ack_tags(self, tags: Sequence[str]) -> None:
         b = self.broker
         b._pipe([("zrem", b.index_key, *tags), ("hdel", b.unacked_key, *tags), ("hdel", self.held_key, *tags)])
         for tag in tags:

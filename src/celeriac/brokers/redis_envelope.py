@@ -87,14 +87,14 @@ def _values(keys: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, .
 
 
 class _SharedEncoding:
-    """The kombu JSON of the messages of one template (`SharedEnvelope`s, `Members`), as a
-    %-format with a slot where they differ.
+    """The kombu JSON of the messages of one template (`SharedEnvelope`s, `Members`), as the
+    pieces of text between the slots where they differ.
 
     The template is encoded once by `encode_envelope` with a unique marker in each place that
     differs (body, changed headers, changed properties, delivery tag: the order in which
     they come in the text, which must be the order of `changed`); each message is then the
-    format filled with its own values: byte for byte what `encode_envelope` gives for it, in a
-    fifth of the time.
+    pieces joined with its own values: byte for byte what `encode_envelope` gives for it, in a
+    tenth of the time.
     """
 
     def __init__(self, template: Envelope, changed: tuple[tuple[str, ...], tuple[str, ...]],
@@ -113,13 +113,19 @@ class _SharedEncoding:
         markers.append(_json_value(f"{token}-tag"))
         shell = Envelope(base64.b64decode(body_marker), headers, properties,
                          template.content_type, template.content_encoding)
-        text = encode_envelope(shell, exchange, routing_key, f"{token}-tag").replace("%", "%%")
+        text = encode_envelope(shell, exchange, routing_key, f"{token}-tag")
         positions = [text.find(marker) for marker in markers]
         if positions != sorted(positions) or min(positions) < 0 or any(text.count(m) != 1 for m in markers):
             raise ValueError("not a template this encoding can cut")  # then each is encoded alone
-        for marker in markers:
-            text = text.replace(marker, '"%s"' if marker in (markers[0], markers[-1]) else "%s")
-        self.format = text
+        # The text as [piece, slot, piece, ..., slot, piece]; the body and the tag go inside
+        # the quotes of their markers, the other values are JSON of their own.
+        self.slots: list[str | None] = []
+        start = 0
+        for marker, position in zip(markers, positions, strict=True):
+            quoted = marker in (markers[0], markers[-1])
+            self.slots += [text[start:position + quoted], None]
+            start = position + len(marker) - quoted
+        self.slots.append(text[start:])
         self.header_values = _values(changed[0])
         self.property_values = _values(changed[1])
 
@@ -131,9 +137,13 @@ class _SharedEncoding:
     def fill(self, body: bytes, values: tuple[Any, ...], tag: str) -> str:
         """The kombu JSON of one message: its body, its values of the changed keys, its tag."""
         escape = encode_basestring_ascii
-        return self.format % (
+        text = self.slots.copy()
+        # Joining pieces, not a %-format of the whole text: 1.3 -> 0.4 us per member of a
+        # group of 10,000 (bench client.py enqueue --bulk).
+        text[1::2] = (
             b2a_base64(body, newline=False).decode("ascii"),  # base64.b64encode's text
             *[escape(v) if type(v) is str else "null" if v is None else str(v) if type(v) is int else encode_json(v)
               for v in values],
             tag,
         )
+        return "".join(text)  # type: ignore[arg-type]

@@ -162,6 +162,17 @@ def _step(priority: Any) -> int:
     return 9 if value >= 9 else 6 if value >= 6 else 3 if value >= 3 else 0
 
 
+def _lpush_command(key: str, texts: Sequence[str]) -> bytes:
+    """``LPUSH key *texts`` in the Redis protocol (RESP). Packed here: hiredis.pack_command
+    takes ~1.7 us per 1 KB text and redis-py's pipeline more around it, this ~0.45 us (bench
+    client.py enqueue --bulk, groups of 10,000)."""
+    parts = [b"*%d\r\n$5\r\nLPUSH\r\n" % (len(texts) + 2)]
+    for text in (key, *texts):
+        data = text.encode()
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
 def _topic_matches(pattern: str, key: str) -> bool:
     # AMQP topic: '*' is one word, '#' any number of words.
     regex = r"\.".join("[^.]+" if w == "*" else ".*" if w == "#" else re.escape(w) for w in pattern.split("."))
@@ -402,7 +413,33 @@ class RedisBroker(Broker):
                 encoding = self._encoding(envelope.template, envelope.changed, route.exchange, routing_key)  # type: ignore[arg-type]
                 if encoding is not None:
                     run = (envelope.template, route, encoding, commands[-1])
-        self._pipe([tuple(command) for command in commands])
+        if commands and all(command[0] == "lpush" for command in commands):
+            self._retry(self._push, commands)
+        else:
+            self._pipe([tuple(command) for command in commands])
+
+    def _push(self, commands: Sequence[list[Any]]) -> None:
+        """Run ``["lpush", key, *texts]`` commands in one write on a pool connection, packed
+        here rather than by redis-py's pipeline and hiredis (`_lpush_command`); raise the first
+        error reply. A connection that failed midway is dropped: it reconnects on use."""
+        data = b"".join([_lpush_command(command[1], command[2:]) for command in commands])
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([data], check_health=False)
+            errors = []
+            for _ in commands:
+                try:
+                    conn.read_response()
+                except redis.ResponseError as exc:
+                    errors.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if errors:
+            raise errors[0]
 
     def _encode_members(self, items: Sequence[tuple[Any, Route, float | None]]) -> list[tuple[Any, Route, float | None]]:
         """The items, with each `Members` as its LPUSH command (a list) where it has one, and

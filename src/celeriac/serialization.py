@@ -31,6 +31,8 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+import msgspec.json
+
 from celeriac.exceptions import ContentDisallowed, DecodeError, ImproperlyConfigured
 
 __all__ = [
@@ -161,18 +163,27 @@ def _object_hook(o: dict[str, Any]) -> Any:
 
 _plain_decoder = json.JSONDecoder()
 _typed_decoder = json.JSONDecoder(object_hook=_object_hook)
+_fast_decode = msgspec.json.Decoder().decode
+
+
+def json_loads(data: bytes | str) -> Any:
+    """What `json.loads` returns for UTF-8 JSON, read by msgspec where it can: 3-7 times faster
+    on a task's envelope and body (bench/: drain). msgspec refuses a few texts json reads
+    (NaN, Infinity, numbers past a double, lone surrogates): json reads those."""
+    try:
+        return _fast_decode(data)
+    except msgspec.MsgspecError:
+        return _plain_decoder.decode(data if isinstance(data, str) else data.decode("utf-8"))
 
 
 def _json_loads(data: bytes | bytearray | memoryview | str) -> Any:
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    elif not isinstance(data, str):
-        data = bytes(data).decode("utf-8")
+    if not isinstance(data, bytes | str):
+        data = bytes(data)
     # The object hook costs a Python call per JSON object; most bodies hold no wrapped
     # value, so it is used only when the marker can occur at all.
-    if "__type__" in data:
-        return _typed_decoder.decode(data)
-    return _plain_decoder.decode(data)
+    if ("__type__" if isinstance(data, str) else b"__type__") in data:
+        return _typed_decoder.decode(data if isinstance(data, str) else data.decode("utf-8"))
+    return json_loads(data)
 
 
 # --- other serializers ----------------------------------------------------------------------

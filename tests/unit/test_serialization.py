@@ -420,3 +420,27 @@ def test_pickle_capture_refused_then_accepted():
 def test_module_constants():
     assert serialization.SERIALIZERS["json"] == ("application/json", "utf-8")
     assert serialization.COMPRESSION_ALIASES["bzip"] == "application/x-bz2"
+
+
+@pytest.mark.parametrize("text", [
+    '[[1, "a", 2.5], {"k": null}, {"callbacks": null, "chain": null}]',
+    '[18446744073709551616, -9223372036854775809, 12345678901234567890123]',  # past 64 bits
+    '[NaN, Infinity, -Infinity, 1e400]',  # msgspec refuses these: json reads them
+    '["\\ud800", "\\u00e9\\n", "\\/"]',  # a lone surrogate; escapes
+    '{"a": 1, "a": 2, "b": [-0.0, 0.1, 1E5, true, false]}',
+])
+def test_json_loads_returns_what_json_loads_returns(text):
+    from celeriac.serialization import json_loads
+
+    for data in (text, text.encode()):
+        assert repr(json_loads(data)) == repr(json.loads(text))
+        assert repr(loads(data, "application/json", "utf-8")) == repr(json.loads(text))
+
+
+def test_json_loads_errors_as_json_does():
+    from celeriac.serialization import json_loads
+
+    with pytest.raises(json.JSONDecodeError):
+        json_loads(b"[1,")
+    with pytest.raises(UnicodeDecodeError):
+        json_loads(b"\xff[1]")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from . import _state
 from .ids import uuid4, uuid4_many
 from .producer import MemberCalls
-from .result import AsyncResult, GroupResult
+from .result import AsyncResult, GroupResult, PendingResults
 
 if TYPE_CHECKING:
     from .app import Celery
@@ -605,7 +605,10 @@ class group(Signature):
             return _chord(self, body, app=self._app)._gather(args, kwargs, opts, out)
         gid = opts.pop("task_id", None) or _uuid()
         membership = {key: opts.pop(key, None) for key in _MEMBERSHIP}
+        group_app = self.app
+        # The results: a plain member's task id and name, made an AsyncResult when first asked for.
         results: list[Any] = []
+        names: list[str | None] = []
         current_app = None
         members = _members(self)
         ids = iter(uuid4_many(len(members)))  # one read of the random source for the plain members
@@ -625,7 +628,12 @@ class group(Signature):
                     out.append(run)
                 run.calls.append((task_id, member_args, member_kwargs, index))
                 app = task._app or current_app or (current_app := _state.get_current_app())
-                results.append(AsyncResult(task_id, app=app, task_name=name))
+                if app is group_app:
+                    results.append(task_id)
+                    names.append(name)
+                else:
+                    results.append(AsyncResult(task_id, app=app, task_name=name))
+                    names.append(None)
                 continue
             if membership["chord"] is not None:  # the group ends a part of an enclosing chord
                 position = membership["group_index"]
@@ -633,7 +641,8 @@ class group(Signature):
             else:
                 where = {"group_id": gid, "group_index": index}
             results.append(task._gather(args, kwargs, {**opts, **where}, out))
-        return GroupResult(gid, results, app=self.app)
+            names.append(None)
+        return GroupResult(gid, PendingResults(group_app, results, names), app=group_app)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
               **options: Any) -> GroupResult:

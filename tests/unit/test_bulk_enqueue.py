@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -65,3 +66,78 @@ def test_publish_many_on_a_killed_connection_reconnects_and_sends_once() -> None
     broker.publish_many([(Envelope(b"2", {"n": 2}), route, None), (Envelope(b"3", {"n": 3}), route, None)])
     assert [json.loads(raw)["headers"]["n"] for raw in r.lrange("q", 0, -1)][::-1] == [0, 1, 2, 3]
     broker.close()
+
+
+# -- a group's results, made when first asked for -------------------------------------------------
+
+
+def memory_app() -> Any:
+    import uuid
+
+    from celeriac import Celery
+
+    return Celery("t", broker=f"memory://{uuid.uuid4().hex}", backend=f"memory://{uuid.uuid4().hex}",
+                  set_as_current=False)
+
+
+def test_group_results_are_made_when_first_asked_for_and_behave_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celeriac import GroupResult, group
+    from celeriac.result import AsyncResult, PendingResults, ResultSet
+
+    app = memory_app()
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    other = memory_app()
+    foreign = other.task(name="t.add")(lambda x, y: x + y)
+    nested = group(add.s(10, 10), add.s(11, 11))
+    result = group([add.s(0, 0), add.s(1, 1), nested, add.s(2, 2).set(priority=3), foreign.s(3, 3)]).apply_async()
+    assert type(result._results) is PendingResults  # nothing made yet
+    assert len(result) == 6 and bool(result)
+    assert type(result._results) is PendingResults
+    sent = {e.headers["group_index"]: e.headers["id"] for e in drain(app)}  # the group's app sends all
+    children = result.results
+    assert type(result._results) is list and result.results is children  # made once
+    assert sent == {index: r.id for index, r in enumerate(children)}
+    assert all(type(r) is AsyncResult for r in children)
+    assert [r.app for r in children] == [app] * 5 + [other]
+    assert [r.task_name for r in children[:2]] == ["t.add", "t.add"]
+    assert list(result) == children and result[0] == children[0] and result.children is children
+
+    for n, child in enumerate(children):
+        app.backend.mark_as_done(child.id, n)  # a set reads its members' states from its own backend
+    assert result.get(timeout=5) == [0, 1, 2, 3, 4, 5] and result.ready() and result.completed_count() == 6
+
+    result.save()
+    restored = GroupResult.restore(result.id, app=app)
+    assert restored == result and [r.id for r in restored.results] == [r.id for r in children]
+    revoked: list[Any] = []
+    monkeypatch.setattr(type(app.control), "revoke", lambda self, ids, **kw: revoked.append(ids))
+    result.revoke()
+    assert revoked == [[r.id for r in children]]
+    assert repr(result).startswith(f"<GroupResult: {result.id} [{children[0].id}, ")
+    assert result.as_tuple()[1] == [r.as_tuple() for r in children]
+    rs = ResultSet(children[:2], app=app)
+    rs.results = children[2:4]
+    assert rs.results == children[2:4] and len(rs) == 2
+
+
+def test_an_empty_group_result_is_falsy_without_an_id() -> None:
+    from celeriac import GroupResult
+    from celeriac.result import PendingResults
+
+    app = memory_app()
+    assert not GroupResult(None, PendingResults(app, [], []), app=app)
+    assert GroupResult("g", PendingResults(app, [], []), app=app).results == []
+
+
+def drain(app: Any, queue: str = "celery") -> list[Envelope]:
+    sub = app.broker.subscribe([queue], prefetch=0)
+    out = []
+    while batch := sub.get_many(1000, 0.05):
+        out += [d.envelope for d in batch]
+        sub.ack_many(batch)
+    sub.close()
+    return out

@@ -257,6 +257,7 @@ class ResultSet:
 
     #: The app of `app.GroupResult` (see `GroupResult.bound_to`); else the current app.
     _bound_app: Celery | None = None
+    _results: list[Any] | PendingResults
 
     def __init__(self, results: Iterable[Any] | PendingResults, app: Celery | None = None, **kwargs: Any) -> None:
         self.results = results  # type: ignore[assignment]
@@ -266,13 +267,13 @@ class ResultSet:
     def results(self) -> list[Any]:
         """The results, in order (made on first use from `PendingResults`)."""
         results = self._results
-        if type(results) is PendingResults:
+        if isinstance(results, PendingResults):
             results = self._results = results.build()
-        return results  # type: ignore[return-value]
+        return results
 
     @results.setter
     def results(self, results: Iterable[Any] | PendingResults) -> None:
-        self._results = results if type(results) is PendingResults else list(results)
+        self._results = results if isinstance(results, PendingResults) else list(results)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.results)

@@ -141,3 +141,21 @@ def drain(app: Any, queue: str = "celery") -> list[Envelope]:
         sub.ack_many(batch)
     sub.close()
     return out
+
+
+def test_a_group_member_that_cannot_be_serialized_raises_and_nothing_is_sent() -> None:
+    from celeriac import Celery, group
+
+    r = require_redis(DB)
+    app = Celery("t", broker=redis_url(DB), backend=None, set_as_current=False)
+
+    @app.task(name="t.add", ignore_result=True)
+    def add(x: Any, y: Any) -> Any:
+        return x + y
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        group([add.s(1, 1), add.s(2, 2), add.s(object(), 3), add.s(4, 4)]).apply_async()
+    assert r.llen("celery") == 0
+    group([add.s(1, 1), add.s(2, 2)]).apply_async()
+    assert r.llen("celery") == 2
+    app.close()

@@ -9,7 +9,7 @@ be delivered (`not_before`, the durable ETA).
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +46,13 @@ class Members:
     envelope each; for the others the producer passes `envelopes()` instead.
 
     `values`: for each message, (body, header values, property values), the values in the
-    order of `changed`.
+    order of `changed`; a list, or a collection that makes them as it is read (a group's
+    members: `producer._MemberValues`), so read it once.
     """
 
     template: Envelope
     changed: tuple[tuple[str, ...], tuple[str, ...]]
-    values: list[tuple[bytes, tuple[Any, ...], tuple[Any, ...]]]
+    values: Collection[tuple[bytes, tuple[Any, ...], tuple[Any, ...]]]
 
     def envelopes(self) -> list[SharedEnvelope]:
         """Each message as a complete `SharedEnvelope`."""

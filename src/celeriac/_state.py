@@ -49,6 +49,13 @@ class ContextLocal:
         var = object.__getattribute__(self, "_var")
         var.set({**(var.get(None) or {}), name: value})
 
+    def get(self, name: str) -> Any:
+        """The value of `name`, or None: `getattr(local, name, None)` without raising and
+        catching an AttributeError when it is unset (a task's request and the current task
+        are read this way a few times per task)."""
+        values = object.__getattribute__(self, "_var").get(None)
+        return values.get(name) if values else None
+
 
 _local = ContextLocal()
 
@@ -75,19 +82,16 @@ def all_apps() -> list[Celery]:
 
 def get_current_task() -> Any:
     """The task running in this thread, if any."""
-    # Read the values directly: getattr(_local, "tasks", None) raises and catches an
-    # AttributeError when no task runs, which is most of the cost of every delay().
-    values = _local._var.get(None)
-    stack = values.get("tasks") if values else None
+    stack = _local.get("tasks")
     return stack[-1] if stack else None
 
 
 def push_current_task(task: Any) -> None:
-    stack = getattr(_local, "tasks", None)
+    stack = _local.get("tasks")
     if stack is None:
         stack = _local.tasks = []
     stack.append(task)
 
 
 def pop_current_task() -> None:
-    _local.tasks.pop()
+    _local.get("tasks").pop()

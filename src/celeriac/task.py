@@ -59,6 +59,14 @@ class Context:
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
 
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> Context:
+        """A context that keeps `fields` as its own attributes, without a copy (the worker
+        builds one per task)."""
+        request = cls.__new__(cls)
+        request.__dict__ = fields
+        return request
+
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
 
@@ -136,17 +144,17 @@ class Task(Generic[P, R]):
 
     @property
     def request(self) -> Context:
-        stack = getattr(self._local, "stack", None)
+        stack = self._local.get("stack")
         return stack[-1] if stack else Context()
 
     def push_request(self, request: Context) -> None:
-        stack = getattr(self._local, "stack", None)
+        stack = self._local.get("stack")
         if stack is None:
             stack = self._local.stack = []
         stack.append(request)
 
     def pop_request(self) -> None:
-        self._local.stack.pop()
+        self._local.get("stack").pop()
 
     # -- calling -----------------------------------------------------------------------
 
@@ -156,7 +164,7 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task here and now, in this process; no broker is involved."""
         pushed = False
-        if not getattr(self._local, "stack", None):
+        if not self._local.get("stack"):
             self.push_request(Context(args=args, kwargs=kwargs, called_directly=True))
             pushed = True
         _state.push_current_task(self)

@@ -474,8 +474,9 @@ class Consumer:
         return active, reserved, scheduled
 
 
-def _first(*values: Any) -> Any:
-    return next((value for value in values if value is not None), None)
+def _first(a: Any, b: Any, c: Any) -> Any:
+    """The first of three that is not None (a generator here cost ~1 us per task)."""
+    return a if a is not None else b if b is not None else c
 
 
 def _timestamp(value: Any) -> float | None:

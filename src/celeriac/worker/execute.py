@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import _state, signals, states
+from ..chords import send_errbacks, send_links
 from ..exceptions import (
     ContentDisallowed,
     DecodeError,
@@ -118,19 +119,21 @@ class ExceptionInfo:
 def build_request(job: Job, args: Any, kwargs: Any, embed: dict[str, Any], hostname: str) -> Context:
     headers = job.message.headers
     properties = job.message.envelope.properties
-    return Context(
-        id=headers["id"], task=headers["task"], args=args, kwargs=kwargs,
-        retries=headers.get("retries") or 0, eta=headers.get("eta"), expires=headers.get("expires"),
-        group=headers.get("group"), group_index=headers.get("group_index"),
-        root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
-        timelimit=headers.get("timelimit"), origin=headers.get("origin"),
-        ignore_result=bool(headers.get("ignore_result")), shadow=headers.get("shadow"),
-        stamps=headers.get("stamps"), headers=headers, properties=properties,
-        correlation_id=properties.get("correlation_id"), reply_to=properties.get("reply_to"),
-        delivery_info=job.delivery_info, hostname=hostname, is_eager=False, called_directly=False,
-        callbacks=embed.get("callbacks"), errbacks=embed.get("errbacks"),
-        chain=embed.get("chain"), chord=embed.get("chord"), children=[],
-    )
+    get = headers.get
+    return Context.of({
+        "id": headers["id"], "task": headers["task"], "args": args, "kwargs": kwargs,
+        "retries": get("retries") or 0, "eta": get("eta"), "expires": get("expires"),
+        "group": get("group"), "group_index": get("group_index"),
+        "root_id": get("root_id"), "parent_id": get("parent_id"),
+        "timelimit": get("timelimit"), "origin": get("origin"),
+        "ignore_result": bool(get("ignore_result")), "shadow": get("shadow"),
+        "stamps": get("stamps"), "headers": headers, "properties": properties,
+        "correlation_id": properties.get("correlation_id"), "reply_to": properties.get("reply_to"),
+        "delivery_info": job.delivery_info, "hostname": hostname, "is_eager": False,
+        "called_directly": False, "callbacks": embed.get("callbacks"),
+        "errbacks": embed.get("errbacks"), "chain": embed.get("chain"), "chord": embed.get("chord"),
+        "children": [],
+    })
 
 
 def _autoretry(task: Any, exc: Exception) -> None:
@@ -171,20 +174,6 @@ async def _call_with_autoretry_async(task: Any, args: Any, kwargs: Any) -> Any:
         raise
 
 
-def _send_links(app: Celery, request: Context, retval: Any) -> None:
-    """After success: callbacks, the next step of a chain, the chord part (see chords.py)."""
-    from ..chords import send_links
-
-    send_links(app, request, retval)
-
-
-def _send_errbacks(app: Celery, task: Any, request: Context, exc: BaseException, tb: str | None) -> None:
-    """After failure: the chord part, the rest of the chain, errbacks (see chords.py)."""
-    from ..chords import send_errbacks
-
-    send_errbacks(app, request, exc, tb)
-
-
 class TaskRun:
     """One task's run, in steps shared by the sync and async paths: `start`, then
     `succeeded` or `raised`, then `close`."""
@@ -222,7 +211,8 @@ class TaskRun:
     def succeeded(self, retval: Any) -> Outcome:
         task, request, backend = self.task, self.request, self.app.backend
         # Links first, as Celery: what they send is recorded in this task's `children`.
-        _send_links(self.app, request, retval)
+        if request.callbacks or request.chain or request.chord:
+            send_links(self.app, request, retval)
         if not (request.ignore_result or task.ignore_result):
             backend.mark_as_done(self.task_id, retval, request=request)
         task.on_success(retval, self.task_id, self.args, self.kwargs)
@@ -257,7 +247,7 @@ class TaskRun:
         if signals.task_failure.receivers:
             signals.task_failure.send(sender=task, task_id=self.task_id, exception=exc, args=self.args,
                                       kwargs=self.kwargs, traceback=exc.__traceback__, einfo=einfo)
-        _send_errbacks(self.app, task, request, exc, einfo.traceback)
+        send_errbacks(self.app, request, exc, einfo.traceback)
         action = ACK if (not job.acks_late or task.acks_on_failure_or_timeout) else REJECT
         return self._after(Outcome(job.tag, states.FAILURE, action, summary=repr(exc),
                                    traceback=einfo.traceback), exc, einfo)

@@ -43,6 +43,27 @@ def test_publish_many_pushes_in_order_to_each_list() -> None:
     broker.close()
 
 
+def test_a_group_larger_than_one_lpush_keeps_its_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celeriac import Celery, group
+    from celeriac.brokers import redis as redis_broker
+
+    r = require_redis(DB)
+    monkeypatch.setattr(redis_broker, "_PUSH_CHUNK", 3)
+    app = Celery("t", broker=redis_url(DB), backend=None, set_as_current=False)
+
+    @app.task(name="t.add", ignore_result=True)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    result = group(add.s(i, i) for i in range(10)).apply_async()
+    raws = [raw.decode() for raw in r.lrange("celery", 0, -1)][::-1]
+    assert [json.loads(raw)["headers"]["id"] for raw in raws] == [child.id for child in result.results]
+    for raw in raws:
+        tag = json.loads(raw)["properties"]["delivery_tag"]
+        assert encode_envelope(decode_envelope(raw), "", "celery", tag) == raw
+    app.close()
+
+
 def test_publish_many_raises_an_error_reply_and_the_connection_stays_usable() -> None:
     r = require_redis(DB)
     broker = RedisBroker(redis_url(DB), {})

@@ -180,3 +180,16 @@ def test_a_group_member_that_cannot_be_serialized_raises_and_nothing_is_sent() -
     group([add.s(1, 1), add.s(2, 2)]).apply_async()
     assert r.llen("celery") == 2
     app.close()
+
+
+@pytest.mark.parametrize("n", [9, 10, 4096])
+def test_uuid4_many_makes_canonical_version4_ids_of_any_count(n: int) -> None:
+    import uuid
+
+    from celeriac.ids import uuid4_many
+
+    ids = uuid4_many(n)
+    assert len(ids) == n == len(set(ids))
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122

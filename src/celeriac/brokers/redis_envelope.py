@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from ..ids import uuid4
-from ..serialization import encode_json
+from ..serialization import encode_json, json_loads
 from .base import Envelope
 
 __all__ = ["SEP", "PRIORITY_STEPS", "decode_envelope", "encode_envelope", "mark_redelivered"]
@@ -37,7 +37,7 @@ def mark_redelivered(raw: bytes | str | dict) -> str:
 
 def decode_envelope(raw: bytes | str) -> Envelope:
     """Turn one kombu JSON envelope into an `Envelope` (body only base64-decoded)."""
-    message = json.loads(raw)
+    message = json_loads(raw)
     properties = message.get("properties") or {}
     body = message.get("body") or ""
     if properties.get("body_encoding") == "base64":

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..serialization import json_loads
 from ..sqlite_util import connect, fork_lock, sqlite_path
 from .base import Broker, Delivery, Envelope, FanoutSubscription, Route, Subscription
 from .bindings import matches
@@ -73,7 +74,7 @@ def _encode_meta(envelope: Envelope) -> str:
 
 
 def _decode_meta(meta: str, body: bytes) -> Envelope:
-    headers, properties, content_type, content_encoding = json.loads(meta)
+    headers, properties, content_type, content_encoding = json_loads(meta)
     return Envelope(body, headers, properties, content_type, content_encoding)
 
 

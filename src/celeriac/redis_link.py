@@ -10,7 +10,7 @@ Commands are packed by hiredis itself, without redis-py's Python wrapper around 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import hiredis
@@ -18,7 +18,7 @@ import redis
 
 from . import _state
 
-__all__ = ["CONNECTION_ERRORS", "KeptConnection", "send_and_read"]
+__all__ = ["CONNECTION_ERRORS", "KeptConnection", "send_and_read", "send_packed_and_read"]
 
 #: What redis-py raises when Redis cannot be reached (as opposed to an error reply).
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -27,21 +27,29 @@ CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 def send_and_read(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send commands in one write; read every reply (so the connection stays in step) and raise
     the first error reply. A connection that failed midway is dropped: it reconnects on use."""
+    return send_packed_and_read(conn, [_pack(conn, commands)], len(commands))
+
+
+def send_packed_and_read(conn: Any, packed: Iterable[bytes], replies: int) -> list[Any]:
+    """`send_and_read` for commands already packed in RESP: each piece is sent as soon as it
+    is made (a generator lets Redis run one while the next is packed), then `replies` replies
+    are read."""
     try:
-        conn.send_packed_command([_pack(conn, commands)], check_health=False)
-        replies = []
-        for _ in commands:
+        for data in packed:
+            conn.send_packed_command([data], check_health=False)
+        out = []
+        for _ in range(replies):
             try:
-                replies.append(conn.read_response())
+                out.append(conn.read_response())
             except redis.ResponseError as exc:
-                replies.append(exc)
+                out.append(exc)
     except BaseException:
         conn.disconnect()
         raise
-    for reply in replies:
+    for reply in out:
         if isinstance(reply, redis.ResponseError):
             raise reply
-    return replies
+    return out
 
 
 def _pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> bytes:

@@ -64,7 +64,7 @@ from redis.retry import Retry
 
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..ids import uuid4, uuid4_many
-from ..redis_link import CONNECTION_ERRORS, KeptConnection
+from ..redis_link import CONNECTION_ERRORS, KeptConnection, send_packed_and_read
 from ..urls import mask_url, parse_url, split_urls
 from . import redis_lua as lua
 from .base import Broker, Envelope, Members, Route, SharedEnvelope
@@ -435,29 +435,14 @@ class RedisBroker(Broker):
         (retried as a whole by `_retry`) may have pushed some chunks already, as it may with
         Celery's one publish per member.
         """
+        chunks = [(command[1], command[start:start + _PUSH_CHUNK])
+                  for command in commands for start in range(2, len(command), _PUSH_CHUNK)]
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            sent = 0
-            for command in commands:
-                texts = command[2:]
-                for start in range(0, len(texts), _PUSH_CHUNK):
-                    conn.send_packed_command([_lpush_command(command[1], texts[start:start + _PUSH_CHUNK])],
-                                             check_health=False)
-                    sent += 1
-            errors = []
-            for _ in range(sent):
-                try:
-                    conn.read_response()
-                except redis.ResponseError as exc:
-                    errors.append(exc)
-        except BaseException:
-            conn.disconnect()
-            raise
+            send_packed_and_read(conn, (_lpush_command(key, texts) for key, texts in chunks), len(chunks))
         finally:
             pool.release(conn)
-        if errors:
-            raise errors[0]
 
     def _encode_members(self, items: Sequence[tuple[Any, Route, float | None]]) -> list[tuple[Any, Route, float | None]]:
         """The items, with each `Members` as its LPUSH command (a list) where it has one, and

@@ -181,8 +181,11 @@ def _json_loads(data: bytes | bytearray | memoryview | str) -> Any:
         data = bytes(data)
     # The object hook costs a Python call per JSON object; most bodies hold no wrapped
     # value, so it is used only when the marker can occur at all.
-    if ("__type__" if isinstance(data, str) else b"__type__") in data:
-        return _typed_decoder.decode(data if isinstance(data, str) else data.decode("utf-8"))
+    if isinstance(data, str):
+        if "__type__" in data:
+            return _typed_decoder.decode(data)
+    elif b"__type__" in data:
+        return _typed_decoder.decode(data.decode("utf-8"))
     return json_loads(data)
 
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,14 @@ def start_worker(cwd: Path, app: str = "tasks", *args: str, env: dict[str, str] 
     if ready:
         proc.wait_for_log("ready.", timeout=30)
     return proc
+
+
+def drain_envelopes(app: Any, queue: str = "celery") -> list[Any]:
+    """Every envelope waiting in `queue` of `app`'s broker (acked), in delivery order."""
+    sub = app.broker.subscribe([queue], prefetch=0)
+    out = []
+    while batch := sub.get_many(1000, 0.05):
+        out += [d.envelope for d in batch]
+        sub.ack_many(batch)
+    sub.close()
+    return out

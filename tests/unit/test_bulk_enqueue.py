@@ -16,6 +16,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from celeriac.brokers.base import Envelope, Route  # noqa: E402
 from celeriac.brokers.redis import RedisBroker, _lpush_command, decode_envelope, encode_envelope  # noqa: E402
+from helpers import drain_envelopes as drain  # noqa: E402
 from redis_server import redis_url, require_redis  # noqa: E402
 
 DB = 13
@@ -152,16 +153,6 @@ def test_an_empty_group_result_is_falsy_without_an_id() -> None:
     app = memory_app()
     assert not GroupResult(None, PendingResults(app, [], []), app=app)
     assert GroupResult("g", PendingResults(app, [], []), app=app).results == []
-
-
-def drain(app: Any, queue: str = "celery") -> list[Envelope]:
-    sub = app.broker.subscribe([queue], prefetch=0)
-    out = []
-    while batch := sub.get_many(1000, 0.05):
-        out += [d.envelope for d in batch]
-        sub.ack_many(batch)
-    sub.close()
-    return out
 
 
 def test_a_group_member_that_cannot_be_serialized_raises_and_nothing_is_sent() -> None:

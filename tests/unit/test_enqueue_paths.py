@@ -29,6 +29,7 @@ from celeriac.config import Settings  # noqa: E402
 from celeriac.ids import uuid4, uuid4_many  # noqa: E402
 from celeriac.producer import _message_arguments, _template, send_batch  # noqa: E402
 from celeriac.protocol import build_task_message, decode_body, task_message_from_envelope  # noqa: E402
+from helpers import drain_envelopes as drain  # noqa: E402
 from redis_server import redis_url, require_redis  # noqa: E402
 
 DB = 13
@@ -37,16 +38,6 @@ DB = 13
 def memory_app(**settings: Any) -> Celery:
     return Celery("t", broker=f"memory://{uuid.uuid4().hex}", backend=f"memory://{uuid.uuid4().hex}",
                   set_as_current=False, **settings)
-
-
-def drain(app: Celery, queue: str = "celery") -> list[Envelope]:
-    sub = app.broker.subscribe([queue], prefetch=0)
-    out = []
-    while batch := sub.get_many(1000, 0.05):
-        out += [d.envelope for d in batch]
-        sub.ack_many(batch)
-    sub.close()
-    return out
 
 
 # -- settings ----------------------------------------------------------------------------------

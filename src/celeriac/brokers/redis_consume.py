@@ -26,6 +26,7 @@ __all__ = ["RedisSubscription", "FanoutSubscription"]
 
 logger = logging.getLogger("celeriac.brokers.redis")
 
+
 class RedisSubscription(Subscription):
     """One consumer of some queues (see the module docstring). Used from one thread."""
 
@@ -100,6 +101,25 @@ class RedisSubscription(Subscription):
             self._conn.disconnect()
             raise
 
+    def _fetch_command(self, limit: int, keys: list[str], names: list[str], extra: Any = "",
+                       index: int = 0, acks: Sequence[str] = ()) -> tuple[list[str], list[Any]]:
+        """The FETCH script's keys and arguments (see `redis_lua.FETCH`)."""
+        b = self.broker
+        return ([b.unacked_key, b.index_key, self.held_key, *keys],
+                [limit, time.time(), extra, index, *names, *acks])
+
+    def _send_fetch(self, script_keys: list[str], args: list[Any]) -> bool:
+        """Send a FETCH on the subscription's connection and leave its reply to read later;
+        False when the connection failed (dropped: the FETCH did not run)."""
+        if self._conn is None:
+            self._conn = self.broker.client.connection_pool.get_connection()
+        try:
+            self._conn.send_command("EVALSHA", self.broker.fetch_script.sha, len(script_keys), *script_keys, *args)
+        except CONNECTION_ERRORS:
+            self._conn.disconnect()
+            return False
+        return True
+
     def _fetch_call(self, keys: list[str], args: list[Any]) -> Any:
         b = self.broker
         try:
@@ -123,15 +143,8 @@ class RedisSubscription(Subscription):
         tag = envelope.properties.get("delivery_tag") if envelope is not None else None
         if not isinstance(tag, str) or not tag:  # let the script name it, or drop it
             return self._fetch(1, keys, names, popped)
-        b = self.broker
-        script_keys = [b.unacked_key, b.index_key, self.held_key, *keys]
-        args = [1, time.time(), raw, idx + 1, *names]
-        if self._conn is None:
-            self._conn = b.client.connection_pool.get_connection()
-        try:
-            self._conn.send_command("EVALSHA", b.fetch_script.sha, len(script_keys), *script_keys, *args)
-        except CONNECTION_ERRORS:
-            self._conn.disconnect()
+        script_keys, args = self._fetch_command(1, keys, names, raw, idx + 1)
+        if not self._send_fetch(script_keys, args):
             return self._fetch(1, keys, names, popped)  # on the pool (raises if Redis is gone)
         self._pending = (script_keys, args, tag)
         self.held[tag] = (raw, key, names[idx])
@@ -164,10 +177,8 @@ class RedisSubscription(Subscription):
 
     def _fetch(self, limit: int, keys: list[str], names: list[str], popped: Any = None,
                acks: Sequence[str] = ()) -> list[Delivery]:
-        b = self.broker
         extra, index = ("", 0) if popped is None else (popped[1], keys.index(popped[0].decode()) + 1)
-        out = self._fetch_call([b.unacked_key, b.index_key, self.held_key, *keys],
-                               [limit, time.time(), extra, index, *names, *acks])
+        out = self._fetch_call(*self._fetch_command(limit, keys, names, extra, index, acks))
         return self._deliveries(out, keys, names, extra, acks)
 
     def _deliveries(self, out: list[Any], keys: list[str], names: list[str], extra: Any,
@@ -264,17 +275,10 @@ class RedisSubscription(Subscription):
             self._maybe_tick()
         except CONNECTION_ERRORS:
             return False  # the caller's next command retries until Redis is back
-        b = self.broker
         keys, names = self._keys()
-        script_keys = [b.unacked_key, b.index_key, self.held_key, *keys]
-        args = [ahead, time.time(), "", 0, *names, *acks]
-        if self._conn is None:
-            self._conn = b.client.connection_pool.get_connection()
-        try:
-            self._conn.send_command("EVALSHA", b.fetch_script.sha, len(script_keys), *script_keys, *args)
-        except CONNECTION_ERRORS:
-            self._conn.disconnect()  # not run: the caller acks another way, the next fetch waits
-            return False
+        script_keys, args = self._fetch_command(ahead, keys, names, acks=acks)
+        if not self._send_fetch(script_keys, args):
+            return False  # not run: the caller acks another way, the next fetch waits
         self._ahead = (script_keys, args, keys, names)
         return True
 

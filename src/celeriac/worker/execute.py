@@ -211,8 +211,7 @@ class TaskRun:
     def succeeded(self, retval: Any) -> Outcome:
         task, request, backend = self.task, self.request, self.app.backend
         # Links first, as Celery: what they send is recorded in this task's `children`.
-        if request.callbacks or request.chain or request.chord:
-            send_links(self.app, request, retval)
+        send_links(self.app, request, retval)
         if not (request.ignore_result or task.ignore_result):
             backend.mark_as_done(self.task_id, retval, request=request)
         task.on_success(retval, self.task_id, self.args, self.kwargs)

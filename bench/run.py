@@ -133,10 +133,14 @@ def write_outputs(prefix: Path, data: dict, log: object) -> None:
     json_path.write_text(json.dumps(data, indent=1) + "\n")
     prefix.with_suffix(".md").write_text(report.markdown(data) + "\n")
     png = prefix.with_suffix(".png")
-    chart = subprocess.run([str(venvs.python_for("tools")), str(Path(__file__).parent / "chart.py"),
-                            str(json_path), str(png)], capture_output=True, text=True)
-    if chart.returncode != 0:
-        log(f"chart failed: {chart.stderr[-800:]}")  # type: ignore[operator]
+    tools = venvs.python_for("tools")
+    if not tools.exists():  # --no-install before `make bench` ever built it: keep the figures
+        log(f"chart skipped: no {tools} (run once without --no-install, or --render later)")  # type: ignore[operator]
+    else:
+        chart = subprocess.run([str(tools), str(Path(__file__).parent / "chart.py"), str(json_path), str(png)],
+                               capture_output=True, text=True)
+        if chart.returncode != 0:
+            log(f"chart failed: {chart.stderr[-800:]}")  # type: ignore[operator]
     log(f"wrote {json_path}, {prefix.with_suffix('.md')}, {png}")  # type: ignore[operator]
     if prefix == RESULTS / "latest":
         update_doc(report.markdown(data))

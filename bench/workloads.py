@@ -208,7 +208,8 @@ def enqueue_once(lib: Library, target: Target, n: int, mode: str, info: dict[str
     out = client(lib, target, ["enqueue", str(n)] + (["--bulk"] if mode == "bulk" else []),
                  results=False, timeout=120 + n / 100)
     info["how"] = out["how"]
-    return {"rate": out["rate"], "seconds": out["seconds"]}
+    return {"rate": out["rate"], "seconds": out["seconds"], "startup_s": out["startup_s"],
+            "rate_with_startup": out["rate_with_startup"]}
 
 
 def enqueue(run: Run) -> None:

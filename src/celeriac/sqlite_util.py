@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
 
 #: Held by background threads while they are inside SQLite, and taken around fork(): a child
 #: forked while another thread holds one of SQLite's mutexes would deadlock on first use.
@@ -24,6 +27,8 @@ def sqlite_path(url: str) -> str:
 
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode, WAL journal, waiting on locks instead of failing."""
+    import sqlite3  # here: a worker on Redis or RabbitMQ needs only `fork_lock` (1.4 MiB less)
+
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)

@@ -16,7 +16,6 @@ up; `time_limit` (hard) ends the task. How each is delivered depends on where th
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import threading
 from collections.abc import Iterator
@@ -74,6 +73,8 @@ def _alarm(soft: float | None, hard: float | None) -> Iterator[None]:
 
 
 def _set_async_exc(thread_id: int, exc: Any) -> None:
+    import ctypes  # here, on the rare limit that fires: not a cost of every worker
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
 

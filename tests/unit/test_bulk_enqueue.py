@@ -90,6 +90,37 @@ def test_publish_many_on_a_killed_connection_reconnects_and_sends_once() -> None
     broker.close()
 
 
+def test_a_connection_lost_between_chunks_sends_no_member_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunks of one push are a MULTI/EXEC: a connection lost after Redis has read the first
+    chunk but before EXEC leaves nothing pushed, and the retry sends each member once."""
+    import time
+
+    from celeriac.brokers import redis as redis_broker
+
+    r = require_redis(DB)
+    monkeypatch.setattr(redis_broker, "_PUSH_CHUNK", 3)
+    broker = RedisBroker(redis_url(DB), {})
+    route = Route("q", "", "q")
+    broker.publish_many([(Envelope(b"warm", {"n": -1}), route, None)])  # a pool connection to kill
+    r.delete("q")
+    victim = broker.client.client_id()
+    packed = redis_broker._lpush_command
+    calls = []
+
+    def pack_then_kill(key: str, texts: Any) -> bytes:
+        calls.append(len(texts))
+        if len(calls) == 2:  # the first chunk is sent: let Redis read it, then drop the connection
+            time.sleep(0.2)
+            assert r.execute_command("CLIENT", "KILL", "ID", victim) == 1
+        return packed(key, texts)
+
+    monkeypatch.setattr(redis_broker, "_lpush_command", pack_then_kill)
+    broker.publish_many([(Envelope(b"%d" % n, {"n": n}), route, None) for n in range(7)])
+    assert calls[:3] == [3, 3, 1] and len(calls) == 6  # sent twice: the lost try, the retry
+    assert [json.loads(raw)["headers"]["n"] for raw in r.lrange("q", 0, -1)][::-1] == list(range(7))
+    broker.close()
+
+
 # -- a group's results, made when first asked for -------------------------------------------------
 
 

@@ -36,6 +36,31 @@ class OperationalError(CeleriacError):
     """The broker or backend could not be reached."""
 
 
+class BackendError(OperationalError):
+    """A result backend operation failed (after its retries, when the error was retryable).
+
+    An `OperationalError`, as the backends' errors were before these existed, so code that
+    catches that still catches these.
+    """
+
+
+class BackendGetMetaError(BackendError):
+    """Reading a task's state from the result backend failed."""
+
+    def __init__(self, *args: Any, task_id: str = "") -> None:
+        super().__init__(*args)
+        self.task_id = task_id
+
+
+class BackendStoreError(BackendError):
+    """Storing a task's state in the result backend failed."""
+
+    def __init__(self, *args: Any, task_id: str = "", state: str = "") -> None:
+        super().__init__(*args)
+        self.task_id = task_id
+        self.state = state
+
+
 class TimeoutError(CeleriacError):  # noqa: A001 - Celery's name
     """`AsyncResult.get()` waited longer than its timeout."""
 

@@ -5,6 +5,13 @@ A backend stores one *meta* dict per task id, in Celery's shape (celery-wire.md 
 [extended fields], "task_id"}``. Subclasses provide a few byte-level primitives on string
 keys (`_get`, `_mget`, `_set`, `_delete`); this module builds and reads the metas, encodes
 exceptions, and waits for results.
+
+Every operation on the store goes through `Backend._retrying`: an error the backend calls
+`exception_safe_to_retry` (a lost connection) is retried, with Celery's policy when
+`result_backend_always_retry` is on (full-jitter exponential backoff between
+`result_backend_base_sleep_between_retries_ms` and `..._max_sleep_...`, up to
+`result_backend_max_retries` times), else with the backend's own few retries
+(`default_retries`); then `BackendStoreError`, `BackendGetMetaError` or `BackendError`.
 """
 
 from __future__ import annotations
@@ -13,19 +20,32 @@ import abc
 import builtins
 import contextlib
 import importlib
+import logging
+import random
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import states
-from ..exceptions import SecurityError, TimeoutError
+from ..exceptions import (
+    BackendError,
+    BackendGetMetaError,
+    BackendStoreError,
+    SecurityError,
+    TimeoutError,
+)
 from ..serialization import accept_content_types, dumps, loads
+from ..urls import mask_url
 
 if TYPE_CHECKING:
     from ..app import Celery
+
+logger = logging.getLogger("celeriac.backends")
+
+T = TypeVar("T")
 
 TASK_KEYPREFIX = "celery-task-meta-"
 GROUP_KEYPREFIX = "celery-taskset-meta-"
@@ -34,7 +54,8 @@ GROUP_KEYPREFIX = "celery-taskset-meta-"
 #: Where Celery keeps the exceptions celeriac raises under the same names, so a Celery client
 #: reading our results gets its own classes (and we get ours reading Celery's).
 _CELERY_HOMES = {
-    "ChordError": "celery.exceptions", "Ignore": "celery.exceptions",
+    "BackendError": "celery.exceptions", "BackendGetMetaError": "celery.exceptions",
+    "BackendStoreError": "celery.exceptions", "ChordError": "celery.exceptions", "Ignore": "celery.exceptions",
     "ImproperlyConfigured": "celery.exceptions", "MaxRetriesExceededError": "celery.exceptions",
     "NotRegistered": "celery.exceptions", "QueueNotFound": "celery.exceptions",
     "Reject": "celery.exceptions", "Retry": "celery.exceptions", "SecurityError": "celery.exceptions",
@@ -118,6 +139,10 @@ class Backend(abc.ABC):
     #: Whether `get()` can be woken by the backend rather than by polling.
     supports_native_join = False
 
+    #: Retries of an error `exception_safe_to_retry` while `result_backend_always_retry` is
+    #: off (celeriac's own policy for a short outage, pauses from 0.05 s doubling to 1 s).
+    default_retries = 0
+
     def __init__(self, app: Celery, url: str | None = None) -> None:
         self.app = app
         self.url = url or ""
@@ -128,6 +153,48 @@ class Backend(abc.ABC):
         self.expires = _expires_seconds(conf.result_expires)
         self.extended = bool(conf.result_extended)
         self._batch = threading.local()
+        self.always_retry = bool(conf.get("result_backend_always_retry", False))
+        max_retries = conf.get("result_backend_max_retries", float("inf"))
+        self.max_retries: float = float("inf") if max_retries is None else max_retries
+        self.base_sleep_between_retries_ms: float = conf.get(
+            "result_backend_base_sleep_between_retries_ms", 10)
+        self.max_sleep_between_retries_ms: float = conf.get(
+            "result_backend_max_sleep_between_retries_ms", 10000)
+
+    # -- retries -----------------------------------------------------------------------
+
+    def exception_safe_to_retry(self, exc: Exception) -> bool:
+        """Whether an operation that raised `exc` may simply be run again (Celery's name).
+
+        No exception by default; a backend names its connection errors.
+        """
+        return False
+
+    def _retrying(self, fn: Callable[..., T], *args: Any, error: type[BackendError] = BackendError,
+                  **details: Any) -> T:
+        """`fn(*args)`, run again after errors that are safe to retry; when the retries are
+        spent, raise `error(..., **details)` from the last one."""
+        limit = self.max_retries if self.always_retry else self.default_retries
+        retries = 0
+        while True:
+            try:
+                return fn(*args)
+            except Exception as exc:
+                if not self.exception_safe_to_retry(exc):
+                    raise
+                if retries >= limit:
+                    raise error(f"Result backend {mask_url(self.url)} failed after {retries} "
+                                f"retries: {exc!r}", **details) from exc
+                retries += 1
+                if self.always_retry:  # Celery's: full jitter up to base * 2**retries, capped
+                    ceiling = min(self.max_sleep_between_retries_ms,
+                                  self.base_sleep_between_retries_ms * 2**retries)
+                    pause = random.uniform(0, ceiling) / 1000
+                else:
+                    pause = min(0.05 * 2 ** (retries - 1), 1.0)
+                logger.warning("Result backend error, retry %d of %s in %.3fs: %r",
+                               retries, limit, pause, exc)
+                time.sleep(pause)
 
     # -- primitives a store provides -----------------------------------------------------
 
@@ -222,7 +289,8 @@ class Backend(abc.ABC):
         if isinstance(result, BaseException):
             result = exception_to_dict(result)
         meta = self.make_meta(task_id, result, state, traceback, request, children)
-        self._write_meta(meta, request)
+        self._retrying(self._write_meta, meta, request,
+                       error=BackendStoreError, task_id=task_id, state=state)
         return meta
 
     def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
@@ -250,19 +318,20 @@ class Backend(abc.ABC):
         if getattr(self._batch, "items", None) is not None:
             yield
             return
-        self._batch.items = items = []
+        items: list[tuple[str, bytes]] = []
+        self._batch.items = items
         try:
             yield
         finally:
             self._batch.items = None
             if items:
-                self._set_many(items, self.expires)
+                self._retrying(self._set_many, items, self.expires, error=BackendStoreError)
 
     def store_many(self, metas: Iterable[dict[str, Any]]) -> None:
         """Store prepared metas in one round trip where the store can."""
         items = [(TASK_KEYPREFIX + meta["task_id"], self.encode(meta)) for meta in metas]
         if items:
-            self._set_many(items, self.expires)
+            self._retrying(self._set_many, items, self.expires, error=BackendStoreError)
 
     def mark_as_started(self, task_id: str, request: Any = None, **meta: Any) -> dict[str, Any]:
         return self.store_result(task_id, meta, states.STARTED, request=request)
@@ -287,15 +356,17 @@ class Backend(abc.ABC):
 
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
         """The stored meta, or a PENDING one when nothing is stored."""
-        data = self._get(TASK_KEYPREFIX + task_id)
+        data = self._retrying(self._get, TASK_KEYPREFIX + task_id,
+                              error=BackendGetMetaError, task_id=task_id)
         if data is None:
             return {"status": states.PENDING, "result": None, "traceback": None,
                     "children": [], "date_done": None, "task_id": task_id}
         return self.decode(data)
 
     def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
-        values = self._mget([TASK_KEYPREFIX + tid for tid in task_ids])
-        out = []
+        keys = [TASK_KEYPREFIX + tid for tid in task_ids]
+        values = self._retrying(self._mget, keys, error=BackendGetMetaError)
+        out: list[dict[str, Any]] = []
         for task_id, data in zip(task_ids, values, strict=True):
             if data is None:
                 out.append({"status": states.PENDING, "result": None, "traceback": None,
@@ -305,7 +376,7 @@ class Backend(abc.ABC):
         return out
 
     def forget(self, task_id: str) -> None:
-        self._delete(TASK_KEYPREFIX + task_id)
+        self._retrying(self._delete, TASK_KEYPREFIX + task_id)
 
     def wait_for(
         self, task_id: str, timeout: float | None = None, interval: float = 0.5
@@ -327,14 +398,15 @@ class Backend(abc.ABC):
 
     def save_group(self, group_id: str, result: Any) -> None:
         """Store a GroupResult's tuple form (celery-wire.md 3.5)."""
-        self._set(GROUP_KEYPREFIX + group_id, self.encode({"result": result}), self.expires)
+        value = self.encode({"result": result})
+        self._retrying(self._set, GROUP_KEYPREFIX + group_id, value, self.expires)
 
     def get_group(self, group_id: str) -> Any:
-        data = self._get(GROUP_KEYPREFIX + group_id)
+        data = self._retrying(self._get, GROUP_KEYPREFIX + group_id)
         return None if data is None else self.decode(data).get("result")
 
     def delete_group(self, group_id: str) -> None:
-        self._delete(GROUP_KEYPREFIX + group_id)
+        self._retrying(self._delete, GROUP_KEYPREFIX + group_id)
 
     # -- chords ------------------------------------------------------------------------
 

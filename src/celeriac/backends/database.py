@@ -39,7 +39,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.pool import NullPool
 
 from .. import states
-from ..exceptions import ImproperlyConfigured, OperationalError
+from ..exceptions import BackendError, BackendGetMetaError, BackendStoreError, ImproperlyConfigured
 from ..serialization import dumps
 from ..urls import mask_url
 from .base import Backend, exception_to_dict
@@ -184,8 +184,8 @@ class DatabaseBackend(Backend):
             `database_engine_options`.
     """
 
-    #: Tries for an operation that failed on a lost connection or a deadlock.
-    max_retries = 3
+    #: Retries of a lost connection or a deadlock when `result_backend_always_retry` is off.
+    default_retries = 3
 
     def __init__(self, app: Celery, url: str | None = None,
                  engine_options: dict[str, Any] | None = None) -> None:
@@ -268,21 +268,21 @@ class DatabaseBackend(Backend):
                 except sa.exc.DatabaseError as exc:
                     logger.warning("Could not add column %s to %s: %s", column.name, table.name, exc)
 
-    def _run(self, fn: Callable[[sa.Connection], T]) -> T:
-        """Run `fn(connection)` in a transaction; retry lost connections and deadlocks."""
+    def exception_safe_to_retry(self, exc: Exception) -> bool:
+        """SQLAlchemy's OperationalError (lost connection, deadlock) and InterfaceError."""
+        return isinstance(exc, _RETRYABLE)
+
+    def _transaction(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run `fn(connection)` in a transaction, once."""
         if not self._prepared:
             self.create_tables()
-        for attempt in range(self.max_retries + 1):
-            try:
-                with self.engine.begin() as conn:
-                    return fn(conn)
-            except _RETRYABLE as exc:
-                if attempt == self.max_retries:
-                    raise OperationalError(
-                        f"Database error on {mask_url(self.url)}: {exc}") from exc
-                logger.warning("Database error, retrying (%d/%d): %s", attempt + 1, self.max_retries, exc)
-                time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise AssertionError("unreachable")
+        with self.engine.begin() as conn:
+            return fn(conn)
+
+    def _run(self, fn: Callable[[sa.Connection], T], error: type[BackendError] = BackendError,
+             **details: Any) -> T:
+        """`_transaction`, retried after lost connections and deadlocks (see `_retrying`)."""
+        return self._retrying(self._transaction, fn, error=error, **details)
 
     def _pack(self, value: Any) -> bytes:
         return dumps(value, self.serializer)[0]
@@ -339,15 +339,16 @@ class DatabaseBackend(Backend):
             conn.execute(sa.insert(table).values(task_id=task_id, **values))
 
     def _store_metas(self, metas: Sequence[dict[str, Any]]) -> None:
+        """One try (the callers retry): `store_result` (through `_write_meta`), `store_many`."""
         def write(conn: sa.Connection) -> None:
             for meta in metas:
                 self._write_row(conn, meta)
 
         try:
-            self._run(write)
+            self._transaction(write)
         except sa.exc.IntegrityError:
             # Another process inserted the same task id between our read and insert.
-            self._run(write)
+            self._transaction(write)
 
     def _write_meta(self, meta: dict[str, Any], request: Any) -> None:
         """Store a state in the task's row (created on first write)."""
@@ -357,7 +358,7 @@ class DatabaseBackend(Backend):
         """Store prepared metas in one transaction."""
         metas = list(metas)
         if metas:
-            self._store_metas(metas)
+            self._retrying(self._store_metas, metas, error=BackendStoreError)
 
     def _meta_from_row(self, row: Any) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -388,7 +389,8 @@ class DatabaseBackend(Backend):
         """The task's row as a meta dict, or a PENDING meta when there is no row."""
         table = self.task_table
         row = self._run(lambda conn: conn.execute(
-            sa.select(table).where(table.c.task_id == task_id)).first())
+            sa.select(table).where(table.c.task_id == task_id)).first(),
+            error=BackendGetMetaError, task_id=task_id)
         return self._pending(task_id) if row is None else self._meta_from_row(row)
 
     def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -397,7 +399,8 @@ class DatabaseBackend(Backend):
             return []
         table = self.task_table
         rows = self._run(lambda conn: conn.execute(
-            sa.select(table).where(table.c.task_id.in_(list(task_ids)))).all())
+            sa.select(table).where(table.c.task_id.in_(list(task_ids)))).all(),
+            error=BackendGetMetaError)
         found = {row.task_id: row for row in rows}
         return [self._meta_from_row(found[tid]) if tid in found else self._pending(tid)
                 for tid in task_ids]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .. import _state, states
-from ..exceptions import OperationalError, TimeoutError
+from ..exceptions import TimeoutError
 from ..redis_link import CONNECTION_ERRORS, KeptConnection
 from ..serialization import dumps
 from ..urls import mask_url
@@ -100,15 +100,12 @@ class RedisBackend(Backend):
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)
 
-    def _retry(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run `fn` once more after a connection error (a Redis restart), else raise."""
-        for attempt in range(20):
-            try:
-                return fn(*args, **kwargs)
-            except CONNECTION_ERRORS as exc:
-                if attempt == 19:
-                    raise OperationalError(f"Cannot reach Redis at {mask_url(self.url)}: {exc}") from exc
-                time.sleep(min(0.05 * 2**attempt, 1.0))
+    #: About 15 s of retries (a Redis restart) when `result_backend_always_retry` is off.
+    default_retries = 19
+
+    def exception_safe_to_retry(self, exc: Exception) -> bool:
+        """redis-py's connection and timeout errors: Redis is down or restarting."""
+        return isinstance(exc, CONNECTION_ERRORS)
 
     # -- primitives ------------------------------------------------------------------------
 
@@ -124,12 +121,12 @@ class RedisBackend(Backend):
         return pipe.execute()  # type: ignore[no-any-return]
 
     def _get(self, key: str) -> bytes | None:
-        return self._retry(self._run, [("GET", self.prefix + key)])[0]  # type: ignore[no-any-return]
+        return self._run([("GET", self.prefix + key)])[0]  # type: ignore[no-any-return]
 
     def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return self._retry(self._run, [("MGET", *[self.prefix + key for key in keys])])[0]  # type: ignore[no-any-return]
+        return self._run([("MGET", *[self.prefix + key for key in keys])])[0]  # type: ignore[no-any-return]
 
     def _write(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
         commands: list[tuple[Any, ...]] = []
@@ -137,7 +134,7 @@ class RedisBackend(Backend):
             full = self.prefix + key
             commands.append(("SETEX", full, ttl, value) if ttl else ("SET", full, value))  # Celery's
             commands.append(("PUBLISH", full, value))
-        self._retry(self._run, commands)
+        self._run(commands)
 
     def _set(self, key: str, value: bytes, ttl: int | None) -> None:
         self._write([(key, value)], ttl)
@@ -147,7 +144,7 @@ class RedisBackend(Backend):
             self._write(items, ttl)
 
     def _delete(self, key: str) -> None:
-        self._retry(self.client.delete, self.prefix + key)
+        self.client.delete(self.prefix + key)
 
     def close(self) -> None:
         self._drop_waiter()
@@ -256,11 +253,11 @@ class RedisBackend(Backend):
             pipe.set(self._group_key(group_id, ".s"), size, ex=self.expires)
             pipe.execute()
 
-        self._retry(run)
+        self._retrying(run)
 
     def chord_add(self, group_id: str, count: int = 1) -> None:
         """Tell a running chord that `count` more header tasks were added (INCR .t)."""
-        self._retry(self.client.incr, self._group_key(group_id, ".t"), count)
+        self._retrying(self.client.incr, self._group_key(group_id, ".t"), count)
 
     def chord_part_done(
         self, group_id: str, task_id: str, group_index: int | None, state: str, result: Any
@@ -283,7 +280,7 @@ class RedisBackend(Backend):
         keys = [self._group_key(group_id, s) for s in (".j", ".t", ".s", ".d", "", ".c")]
         index = "+inf" if group_index is None else group_index
         args = [task_id, entry, "1" if self.chord_ordered else "0", index, self.expires or 0, self.claim_seconds, token]
-        out = self._retry(self._chord_part, keys=keys, args=args)
+        out = self._retrying(self._chord_part, keys, args)
         if not isinstance(out, list):
             return None
         self._claims[group_id] = token
@@ -299,7 +296,7 @@ class RedisBackend(Backend):
         if token is None:
             return False
         keys = [self._group_key(group_id, s) for s in (".c", ".j", ".t", ".s", ".d")]
-        return bool(self._retry(self._chord_done, keys=keys, args=[token]))
+        return bool(self._retrying(self._chord_done, keys, [token]))
 
     def __repr__(self) -> str:
         return f"<RedisBackend {mask_url(self.url)}>"

@@ -11,11 +11,16 @@ Celery clients using it read celeriac's results, and the reverse:
 - with `result_extended`: ``task_name``, ``task_args`` / ``task_kwargs`` (the message's
   ``argsrepr`` / ``kwargsrepr``), ``worker``, ``periodic_task_name``, and ``date_started``
   for STARTED. The traceback is stored whether or not results are extended.
+
+Every query goes through `Backend._retrying`: a lost connection (Django's InterfaceError or
+OperationalError) is closed and, with `result_backend_always_retry`, the operation runs again
+on a new one.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Sequence
 from datetime import timedelta
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import states
 from ...backends.base import Backend, exception_to_dict
+from ...exceptions import BackendGetMetaError
 from ...serialization import dumps, loads
 
 if TYPE_CHECKING:
@@ -59,6 +65,19 @@ class DatabaseBackend(Backend):
 
     def __repr__(self) -> str:
         return "<DatabaseBackend django-db>"
+
+    def exception_safe_to_retry(self, exc: Exception) -> bool:
+        """Django's InterfaceError and OperationalError (a lost or refused connection, a lock
+        timeout), as django-celery-results retries its InterfaceError: a connection the error
+        left unusable is closed first, so the next try (or the next call) opens a new one."""
+        from django.db import InterfaceError, OperationalError, connections
+
+        if not isinstance(exc, InterfaceError | OperationalError):
+            return False
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is not None and not conn.is_usable():
+                conn.close()
+        return True
 
     # Key/value primitives: this backend overrides every method that would use them.
     def _get(self, key: str) -> bytes | None:
@@ -187,15 +206,18 @@ class DatabaseBackend(Backend):
                 "children": [], "date_done": None, "task_id": task_id}
 
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
-        row = self.models.TaskResult.objects.filter(task_id=task_id).first()
-        return self._pending(task_id) if row is None else self._meta_from_row(row)
+        rows = self._retrying(self._rows, [task_id], error=BackendGetMetaError, task_id=task_id)
+        return self._meta_from_row(rows[task_id]) if task_id in rows else self._pending(task_id)
 
     def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
-        rows = {row.task_id: row for row in self.models.TaskResult.objects.filter(task_id__in=list(task_ids))}
+        rows = self._retrying(self._rows, list(task_ids), error=BackendGetMetaError)
         return [self._meta_from_row(rows[tid]) if tid in rows else self._pending(tid) for tid in task_ids]
 
+    def _rows(self, task_ids: list[str]) -> dict[str, Any]:
+        return {row.task_id: row for row in self.models.TaskResult.objects.filter(task_id__in=task_ids)}
+
     def forget(self, task_id: str) -> None:
-        self.models.TaskResult.objects.filter(task_id=task_id).delete()
+        self._retrying(self.models.TaskResult.objects.filter(task_id=task_id).delete)
 
     def close(self) -> None:
         """Django owns the connections; the fixup closes them between tasks."""
@@ -204,19 +226,18 @@ class DatabaseBackend(Backend):
 
     def save_group(self, group_id: str, result: Any) -> None:
         content_type, encoding, text = self.encode_content(result)
-        self.models.GroupResult.objects.update_or_create(
-            group_id=group_id,
-            defaults={"result": text, "content_type": content_type, "content_encoding": encoding},
-        )
+        self._retrying(functools.partial(
+            self.models.GroupResult.objects.update_or_create, group_id=group_id,
+            defaults={"result": text, "content_type": content_type, "content_encoding": encoding}))
 
     def get_group(self, group_id: str) -> Any:
-        row = self.models.GroupResult.objects.filter(group_id=group_id).first()
+        row = self._retrying(self.models.GroupResult.objects.filter(group_id=group_id).first)
         if row is None:
             return None
         return self.decode_content(row.content_type, row.content_encoding, row.result)
 
     def delete_group(self, group_id: str) -> None:
-        self.models.GroupResult.objects.filter(group_id=group_id).delete()
+        self._retrying(self.models.GroupResult.objects.filter(group_id=group_id).delete)
 
     # -- expiry ----------------------------------------------------------------------------
 
@@ -235,11 +256,15 @@ class DatabaseBackend(Backend):
 
     def chord_init(self, group_id: str, size: int) -> None:
         """Start counting a chord's header of `size` tasks in ``..._chordcounter``."""
-        self.models.ChordCounter.objects.update_or_create(
-            group_id=group_id, defaults={"sub_tasks": json.dumps([None] * size), "count": size})
+        self._retrying(functools.partial(
+            self.models.ChordCounter.objects.update_or_create,
+            group_id=group_id, defaults={"sub_tasks": json.dumps([None] * size), "count": size}))
 
     def chord_add(self, group_id: str, count: int = 1) -> None:
         """Tell a running chord that `count` more header tasks were added."""
+        self._retrying(self._chord_add, group_id, count)
+
+    def _chord_add(self, group_id: str, count: int) -> None:
         from django.db import router, transaction
         from django.db.models import F
 
@@ -269,11 +294,26 @@ class DatabaseBackend(Backend):
         Returns:
             None, or for exactly one caller: ``(task_id, state, result)`` per header task.
         """
+        if isinstance(result, BaseException):
+            result = exception_to_dict(result)
+        ids = self._retrying(self._count_part, group_id, task_id, group_index)
+        if ids is None:
+            return None
+        metas = {meta["task_id"]: meta for meta in self.get_many_metas([i for i in ids if i])}
+        out = []
+        for tid in ids:
+            if tid == task_id:
+                out.append((tid, state, result))
+            elif tid is not None:
+                out.append((tid, metas[tid]["status"], metas[tid]["result"]))
+        return out
+
+    def _count_part(self, group_id: str, task_id: str, group_index: int | None) -> list[str | None] | None:
+        """`chord_part_done`'s transaction: the header's task ids when this part completed
+        the chord, else None."""
         from django.db import router, transaction
         from django.db.models import F
 
-        if isinstance(result, BaseException):
-            result = exception_to_dict(result)
         model = self.models.ChordCounter
         db = router.db_for_write(model)
         with transaction.atomic(using=db):
@@ -304,14 +344,7 @@ class DatabaseBackend(Backend):
                 row.save(update_fields=["sub_tasks", "count"])
                 return None
             row.delete()
-        metas = {meta["task_id"]: meta for meta in self.get_many_metas([i for i in ids if i])}
-        out = []
-        for tid in ids:
-            if tid == task_id:
-                out.append((tid, state, result))
-            elif tid is not None:
-                out.append((tid, metas[tid]["status"], metas[tid]["result"]))
-        return out
+        return ids
 
     def chord_complete(self, group_id: str) -> bool:
         """Nothing left to do: the counter row went when the chord completed."""

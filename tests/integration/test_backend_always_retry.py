@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -153,27 +154,34 @@ def test_errors_not_safe_to_retry_are_raised_at_once(server: RedisServer, always
     backend.close()
 
 
+def write_tasks(project: Path, server: RedisServer, sleep: float, **settings: object) -> Any:
+    """Write and import tasks.py: an app on a SQLite broker with `server` as its backend and
+    `settings`, and `slow(x)`, which sleeps `sleep` seconds and returns 2x."""
+    write_module(project, "tasks.py", f"""
+        import time
+        from celeriac import Celery
+
+        app = Celery('tasks', broker='sqlite:///{project}/broker.db', backend='{server.url(0)}')
+        app.conf.update({settings!r})
+
+        @app.task
+        def slow(x):
+            time.sleep({sleep})
+            return x * 2
+    """)
+    import tasks  # type: ignore[import-not-found]
+
+    return tasks
+
+
 @pytest.mark.slow
 def test_worker_stores_the_result_after_its_redis_restarts(
     server: RedisServer, project: Path, processes: list
 ) -> None:
     """Through a real worker (solo pool, SQLite broker): the backend's Redis goes away while a
     task runs and comes back 3 s later; that task's result lands, and the next task runs."""
-    write_module(project, "tasks.py", f"""
-        import time
-        from celeriac import Celery
-
-        app = Celery('restarts', broker='sqlite:///{project}/broker.db', backend='{server.url(0)}')
-        app.conf.result_backend_always_retry = True
-        app.conf.result_backend_max_sleep_between_retries_ms = 300
-
-        @app.task
-        def slow(x):
-            time.sleep(1.0)
-            return x * 2
-    """)
-    import tasks  # type: ignore[import-not-found]
-
+    tasks = write_tasks(project, server, 1.0, result_backend_always_retry=True,
+                        result_backend_max_sleep_between_retries_ms=300)
     worker = start_worker(project, "tasks", "-P", "solo")
     processes.append(worker)
     first = tasks.slow.delay(21)
@@ -198,22 +206,8 @@ def test_worker_logs_a_result_it_cannot_store_and_goes_on(
 ) -> None:
     """Retries spent (result_backend_max_retries=2): the worker logs the BackendStoreError as
     an internal error, as it did the OperationalError before, and runs the next task."""
-    write_module(project, "tasks.py", f"""
-        import time
-        from celeriac import Celery
-
-        app = Celery('gives_up', broker='sqlite:///{project}/broker.db', backend='{server.url(0)}')
-        app.conf.result_backend_always_retry = True
-        app.conf.result_backend_max_retries = 2
-        app.conf.result_backend_max_sleep_between_retries_ms = 50
-
-        @app.task
-        def slow(x):
-            time.sleep(0.5)
-            return x * 2
-    """)
-    import tasks  # type: ignore[import-not-found]
-
+    tasks = write_tasks(project, server, 0.5, result_backend_always_retry=True, result_backend_max_retries=2,
+                        result_backend_max_sleep_between_retries_ms=50)
     worker = start_worker(project, "tasks", "-P", "solo")
     processes.append(worker)
     first = tasks.slow.delay(21)

@@ -211,7 +211,10 @@ class EagerResult(AsyncResult[R]):
 
     info = result
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> R:
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5,
+            no_ack: bool = True, follow_parents: bool = True, disable_sync_subtasks: bool = True,
+            callback: Any = None, on_message: Any = None, on_interval: Any = None, **kwargs: Any) -> R:
+        """The value the task returned here (nothing to wait for); its exception re-raised."""
         if propagate and self._exception is not None and self.state in states.PROPAGATE_STATES:
             raise self._exception
         return self.result  # type: ignore[no-any-return]

@@ -235,6 +235,7 @@ class Task(Generic[P, R]):
             throw = bool(self.app.conf.task_eager_propagates)
         self.push_request(request)
         _state.push_current_task(self)
+        retval: Any
         try:
             try:
                 retval = self.run(*args, **kwargs)

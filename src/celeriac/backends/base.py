@@ -227,7 +227,7 @@ class Backend(abc.ABC):
 
     # -- encoding ----------------------------------------------------------------------
 
-    def encode(self, meta: Mapping[str, Any]) -> bytes:
+    def encode(self, meta: Any) -> bytes:
         return dumps(meta, self.serializer)[0]
 
     def decode(self, data: bytes) -> dict[str, Any]:

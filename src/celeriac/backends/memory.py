@@ -73,9 +73,9 @@ class MemoryBackend(Backend):
         entry = self.encode([task_id, state, result])  # stored as a store would: JSON round trip
         with self._cond:
             item = self._data.get(GROUP_KEYPREFIX + group_id + ".chord")
-            if item is None or item[0]["done"]:  # type: ignore[index]
+            chord: Any = None if item is None else item[0]
+            if chord is None or chord["done"]:
                 return None
-            chord: Any = item[0]
             chord["parts"].setdefault(f"{task_id}:{group_index}", (group_index, entry))
             if len(chord["parts"]) < chord["size"]:
                 return None

@@ -141,7 +141,7 @@ class RedisSubscription(Subscription):
         except Exception:
             envelope = None
         tag = envelope.properties.get("delivery_tag") if envelope is not None else None
-        if not isinstance(tag, str) or not tag:  # let the script name it, or drop it
+        if envelope is None or not isinstance(tag, str) or not tag:  # let the script name it, or drop it
             return self._fetch(1, keys, names, popped)
         script_keys, args = self._fetch_command(1, keys, names, raw, idx + 1)
         if not self._send_fetch(script_keys, args):

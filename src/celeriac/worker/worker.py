@@ -284,7 +284,8 @@ class Worker:
         if self.setup_logging:
             from ..log import setup_logging
 
-            setup_logging(self.loglevel, self.logfile)
+            setup_logging(self.loglevel, self.logfile, bool(app.conf.worker_redirect_stdouts),
+                          app.conf.worker_redirect_stdouts_level)
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf, options=self.options)
         app.finalize()
         self._queue_objects = self._queues()

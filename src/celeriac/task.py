@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 import traceback as traceback_module
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from . import _state, states
 from .canvas import Signature
 from .exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from .log import get_task_logger
 from .producer import send_task_message
 from .result import AsyncResult, EagerResult
 
@@ -139,6 +141,11 @@ class Task(Generic[P, R]):
     @property
     def backend(self) -> Any:
         return self.app.backend
+
+    @property
+    def logger(self) -> logging.Logger:
+        """This task's logger (`get_task_logger(name)`): lines with the running task's id."""
+        return get_task_logger(self.name)
 
     # -- the request context ---------------------------------------------------------------
 

@@ -284,8 +284,11 @@ class Worker:
         if self.setup_logging:
             from ..log import setup_logging
 
-            setup_logging(self.loglevel, self.logfile, bool(app.conf.worker_redirect_stdouts),
-                          app.conf.worker_redirect_stdouts_level)
+            conf = app.conf
+            setup_logging(self.loglevel, self.logfile, bool(conf.worker_redirect_stdouts),
+                          conf.worker_redirect_stdouts_level, format=conf.worker_log_format,
+                          task_format=conf.worker_task_log_format, datefmt=conf.worker_log_datefmt,
+                          hijack_root_logger=bool(conf.worker_hijack_root_logger))
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf, options=self.options)
         app.finalize()
         self._queue_objects = self._queues()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _state, signals
 from .brokers.base import Members
+from .exceptions import ImproperlyConfigured
 from .ids import uuid4
 from .protocol import MessageTemplate, build_task_message
 from .result import AsyncResult
@@ -29,6 +30,14 @@ def _as_signature_list(value: Any) -> list[dict[str, Any]] | None:
     if isinstance(value, dict):
         return [dict(value)]
     return [dict(item) for item in value]
+
+
+def _delivery_mode(value: Any) -> int:
+    """2 for "persistent" (the default), 1 for "transient", as kombu reads `delivery_mode`."""
+    mode = {"persistent": 2, "transient": 1, None: 2}.get(value, value)
+    if mode not in (1, 2):
+        raise ImproperlyConfigured(f"delivery_mode must be 'persistent', 'transient', 1 or 2, not {value!r}")
+    return mode  # type: ignore[no-any-return]
 
 
 def _absolute(value: Any, now: datetime) -> datetime | None:
@@ -106,6 +115,7 @@ def _message_arguments(
         "chord": options.get("chord"),
         "reply_to": options.get("reply_to") or app.oid,
         "priority": options.get("priority"),
+        "delivery_mode": _delivery_mode(options.get("delivery_mode") or conf.task_default_delivery_mode),
         "headers": options.get("headers"),
         "serializer": options.get("serializer") or conf.task_serializer or "json",
         "compression": options.get("compression") or conf.task_compression,

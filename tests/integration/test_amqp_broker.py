@@ -399,6 +399,34 @@ def _basic_get(queue: str) -> amqp.Message:
     return message
 
 
+def test_delivery_mode_settings_as_celerys(broker: AMQPBroker, queue: str) -> None:
+    """`task_default_delivery_mode`, apply_async's `delivery_mode` and a queue exchange's
+    `delivery_mode` reach the message's properties as Celery sends them."""
+    import celery
+    import kombu
+
+    theirs = celery.Celery("theirs", broker=URL, set_as_current=False)
+    ours = Celery("ours", broker=URL, set_as_current=False)
+    for app in (theirs, ours):
+        app.conf.task_default_delivery_mode = "transient"
+        app.send_task("proj.add", [1], queue=queue)
+    assert _basic_get(queue).properties["delivery_mode"] == _basic_get(queue).properties["delivery_mode"] == 1
+    for app in (theirs, ours):
+        app.send_task("proj.add", [1], queue=queue, delivery_mode="persistent")
+    assert _basic_get(queue).properties["delivery_mode"] == _basic_get(queue).properties["delivery_mode"] == 2
+    theirs.conf.task_default_delivery_mode = ours.conf.task_default_delivery_mode = "persistent"
+    theirs.conf.task_queues = [kombu.Queue(queue, kombu.Exchange(queue, "direct", delivery_mode=1), queue)]
+    ours.conf.task_queues = [Queue(queue, Exchange(queue, "direct", delivery_mode=1), queue)]
+    for app in (theirs, ours):
+        app.send_task("proj.add", [1], queue=queue)
+    assert _basic_get(queue).properties["delivery_mode"] == _basic_get(queue).properties["delivery_mode"] == 1
+    ours.conf.task_default_delivery_mode = "sometimes"
+    with pytest.raises(ImproperlyConfigured, match="delivery_mode"):
+        ours.send_task("proj.add", [1], queue="elsewhere")
+    theirs.close()
+    ours.close()
+
+
 def test_task_message_equals_celerys(broker: AMQPBroker, queue: str) -> None:
     import celery
 

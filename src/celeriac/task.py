@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .app import Celery
 
 P = ParamSpec("P")
+
+#: The states an eager run stores with `task_store_eager_result` (what a worker would store).
+_STORED_EAGER_STATES = frozenset({states.SUCCESS, states.FAILURE, states.RETRY})
 R = TypeVar("R")
 
 
@@ -265,6 +268,9 @@ class Task(Generic[P, R]):
         if state == states.SUCCESS:
             data, content_type, encoding = dumps(retval, self.app.conf.result_serializer or "json")
             retval = loads(data, content_type, encoding, None)
+        ignored = options.get("ignore_result", self.ignore_result)
+        if self.app.conf.task_store_eager_result and not ignored and state in _STORED_EAGER_STATES:
+            self.backend.store_result(task_id, retval, state, tb, request)  # Celery's, for eager runs
         return EagerResult(task_id, retval, state, traceback=tb, app=self.app, name=self.name)
 
     def retry(

@@ -104,6 +104,36 @@ def test_task_always_eager() -> None:
     assert app._broker is None  # nothing was sent
 
 
+@pytest.mark.parametrize("store", [True, False])
+def test_task_store_eager_result(tmp_path: Any, store: bool) -> None:
+    """With `task_store_eager_result`, an eager run stores its outcome as a worker would
+    (not for a task that ignores its result); without, the backend never hears of it."""
+    app = Celery("eager", broker="memory://", backend=f"sqlite:///{tmp_path}/results.db", set_as_current=False)
+    app.conf.update(task_always_eager=True, task_store_eager_result=store)
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task
+    def boom() -> None:
+        raise KeyError("boom")
+
+    @app.task(ignore_result=True)
+    def quiet() -> int:
+        return 1
+
+    ok, failed, ignored = add.delay(2, 2), boom.delay(), quiet.delay()
+    stored = [AsyncResult(r.id, app=app).state for r in (ok, failed, ignored)]
+    if store:
+        assert stored == [states.SUCCESS, states.FAILURE, states.PENDING]
+        assert AsyncResult(ok.id, app=app).get() == 4
+        assert isinstance(AsyncResult(failed.id, app=app).result, KeyError)
+    else:
+        assert stored == [states.PENDING] * 3
+    app.close()
+
+
 def test_shared_task_is_added_to_every_app() -> None:
     @shared_task
     def shared_ping() -> str:

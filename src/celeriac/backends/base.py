@@ -65,6 +65,12 @@ _CELERY_HOMES = {
 }
 
 
+def pending_meta(task_id: str) -> dict[str, Any]:
+    """The meta of a task the store knows nothing about (Celery's PENDING)."""
+    return {"status": states.PENDING, "result": None, "traceback": None,
+            "children": [], "date_done": None, "task_id": task_id}
+
+
 def exception_to_dict(exc: BaseException) -> dict[str, Any]:
     """Encode an exception as Celery does: type name, args as a list, module."""
     cls = type(exc)
@@ -358,22 +364,13 @@ class Backend(abc.ABC):
         """The stored meta, or a PENDING one when nothing is stored."""
         data = self._retrying(self._get, TASK_KEYPREFIX + task_id,
                               error=BackendGetMetaError, task_id=task_id)
-        if data is None:
-            return {"status": states.PENDING, "result": None, "traceback": None,
-                    "children": [], "date_done": None, "task_id": task_id}
-        return self.decode(data)
+        return pending_meta(task_id) if data is None else self.decode(data)
 
     def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         keys = [TASK_KEYPREFIX + tid for tid in task_ids]
         values = self._retrying(self._mget, keys, error=BackendGetMetaError)
-        out: list[dict[str, Any]] = []
-        for task_id, data in zip(task_ids, values, strict=True):
-            if data is None:
-                out.append({"status": states.PENDING, "result": None, "traceback": None,
-                            "children": [], "date_done": None, "task_id": task_id})
-            else:
-                out.append(self.decode(data))
-        return out
+        return [pending_meta(task_id) if data is None else self.decode(data)
+                for task_id, data in zip(task_ids, values, strict=True)]
 
     def forget(self, task_id: str) -> None:
         self._retrying(self._delete, TASK_KEYPREFIX + task_id)

@@ -42,7 +42,7 @@ from .. import states
 from ..exceptions import BackendError, BackendGetMetaError, BackendStoreError, ImproperlyConfigured
 from ..serialization import dumps
 from ..urls import mask_url
-from .base import Backend, exception_to_dict
+from .base import Backend, exception_to_dict, pending_meta
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -380,18 +380,13 @@ class DatabaseBackend(Backend):
         meta["task_id"] = row.task_id
         return meta
 
-    @staticmethod
-    def _pending(task_id: str) -> dict[str, Any]:
-        return {"status": states.PENDING, "result": None, "traceback": None,
-                "children": [], "date_done": None, "task_id": task_id}
-
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
         """The task's row as a meta dict, or a PENDING meta when there is no row."""
         table = self.task_table
         row = self._run(lambda conn: conn.execute(
             sa.select(table).where(table.c.task_id == task_id)).first(),
             error=BackendGetMetaError, task_id=task_id)
-        return self._pending(task_id) if row is None else self._meta_from_row(row)
+        return pending_meta(task_id) if row is None else self._meta_from_row(row)
 
     def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Several metas in one query, in the order asked."""
@@ -402,7 +397,7 @@ class DatabaseBackend(Backend):
             sa.select(table).where(table.c.task_id.in_(list(task_ids)))).all(),
             error=BackendGetMetaError)
         found = {row.task_id: row for row in rows}
-        return [self._meta_from_row(found[tid]) if tid in found else self._pending(tid)
+        return [self._meta_from_row(found[tid]) if tid in found else pending_meta(tid)
                 for tid in task_ids]
 
     def forget(self, task_id: str) -> None:

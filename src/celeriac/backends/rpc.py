@@ -31,7 +31,7 @@ from ..brokers.base import Envelope
 from ..entities import Exchange, Queue
 from ..exceptions import ImproperlyConfigured, TimeoutError
 from ..serialization import dumps, loads
-from .base import Backend
+from .base import Backend, pending_meta
 
 if TYPE_CHECKING:
     from ..app import Celery
@@ -48,11 +48,6 @@ E_NO_CHORD_SUPPORT = (
 
 #: Metas kept for task ids nobody waits for yet; the oldest are dropped beyond this.
 MAX_CACHED = 100_000
-
-
-def _pending(task_id: str) -> dict[str, Any]:
-    return {"status": states.PENDING, "result": None, "traceback": None,
-            "children": [], "date_done": None, "task_id": task_id}
 
 
 class RPCBackend(Backend):
@@ -179,12 +174,12 @@ class RPCBackend(Backend):
         """The latest state received for the task, or PENDING."""
         with self._lock:
             self._consume(0)
-            return self._metas.get(task_id) or _pending(task_id)
+            return self._metas.get(task_id) or pending_meta(task_id)
 
     def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         with self._lock:
             self._consume(0)
-            return [self._metas.get(task_id) or _pending(task_id) for task_id in task_ids]
+            return [self._metas.get(task_id) or pending_meta(task_id) for task_id in task_ids]
 
     def wait_for(
         self, task_id: str, timeout: float | None = None, interval: float = 0.5

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ... import states
-from ...backends.base import Backend, exception_to_dict
+from ...backends.base import Backend, exception_to_dict, pending_meta
 from ...exceptions import BackendGetMetaError
 from ...serialization import dumps, loads
 
@@ -200,18 +200,13 @@ class DatabaseBackend(Backend):
         except Exception:  # written by hand or by an old version: show it as it is
             return text
 
-    @staticmethod
-    def _pending(task_id: str) -> dict[str, Any]:
-        return {"status": states.PENDING, "result": None, "traceback": None,
-                "children": [], "date_done": None, "task_id": task_id}
-
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
         rows = self._retrying(self._rows, [task_id], error=BackendGetMetaError, task_id=task_id)
-        return self._meta_from_row(rows[task_id]) if task_id in rows else self._pending(task_id)
+        return self._meta_from_row(rows[task_id]) if task_id in rows else pending_meta(task_id)
 
     def get_many_metas(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
         rows = self._retrying(self._rows, list(task_ids), error=BackendGetMetaError)
-        return [self._meta_from_row(rows[tid]) if tid in rows else self._pending(tid) for tid in task_ids]
+        return [self._meta_from_row(rows[tid]) if tid in rows else pending_meta(tid) for tid in task_ids]
 
     def _rows(self, task_ids: list[str]) -> dict[str, Any]:
         return {row.task_id: row for row in self.models.TaskResult.objects.filter(task_id__in=task_ids)}

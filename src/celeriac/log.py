@@ -9,6 +9,7 @@ import sys
 import threading
 
 from . import signals
+from ._state import get_current_task
 from .exceptions import ImproperlyConfigured
 
 FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -33,8 +34,6 @@ class TaskFormatter(logging.Formatter):
     (``???`` outside a task), as Celery's TaskFormatter."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from ._state import get_current_task
-
         task = get_current_task()
         request = task.request if task is not None else None
         if request is not None and request.id:
@@ -59,7 +58,7 @@ def setup_logging(loglevel: str | int = "WARNING", logfile: str | None = None,
     - with `redirect_stdouts`, what is written to stdout and stderr goes to the log at
       `redirect_level` (``worker_redirect_stdouts``, ``..._level``).
     """
-    level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
+    level = _level_number(loglevel)
     if signals.setup_logging.receivers:
         signals.setup_logging.send(sender=None, loglevel=level, logfile=logfile, format=format,
                                    colorize=False)
@@ -78,11 +77,16 @@ def setup_logging(loglevel: str | int = "WARNING", logfile: str | None = None,
     signals.after_setup_task_logger.send(sender=None, logger=task_logger, loglevel=level,
                                          logfile=logfile, format=task_format, colorize=False)
     if redirect_stdouts:
-        number = logging.getLevelName(redirect_level.upper()) if isinstance(redirect_level, str) else redirect_level
+        number = _level_number(redirect_level)
         if not isinstance(number, int):
             raise ImproperlyConfigured(f"worker_redirect_stdouts_level: not a log level: {redirect_level!r}")
         proxy = LoggingProxy(logging.getLogger("celeriac.redirected"), number)
         sys.stdout = sys.stderr = proxy  # type: ignore[assignment]
+
+
+def _level_number(level: str | int) -> int | str:
+    """A level's number from its name ("info") or number; an unknown name stays a string."""
+    return logging.getLevelName(level.upper()) if isinstance(level, str) else level
 
 
 def _handler(logfile: str | None, formatter: logging.Formatter) -> logging.Handler:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _state, signals
 from .brokers.base import Members
+from .entities import DELIVERY_MODES
 from .exceptions import ImproperlyConfigured
 from .ids import uuid4
 from .protocol import MessageTemplate, build_task_message
@@ -34,7 +35,7 @@ def _as_signature_list(value: Any) -> list[dict[str, Any]] | None:
 
 def _delivery_mode(value: Any) -> int:
     """2 for "persistent" (the default), 1 for "transient", as kombu reads `delivery_mode`."""
-    mode = {"persistent": 2, "transient": 1, None: 2}.get(value, value)
+    mode = 2 if value is None else DELIVERY_MODES.get(value, value)
     if mode not in (1, 2):
         raise ImproperlyConfigured(f"delivery_mode must be 'persistent', 'transient', 1 or 2, not {value!r}")
     return mode  # type: ignore[no-any-return]

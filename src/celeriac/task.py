@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from .app import Celery
 
 P = ParamSpec("P")
+R = TypeVar("R")
 
 #: The states an eager run stores with `task_store_eager_result` (what a worker would store).
 _STORED_EAGER_STATES = frozenset({states.SUCCESS, states.FAILURE, states.RETRY})
-R = TypeVar("R")
 
 
 class Context:

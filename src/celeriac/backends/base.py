@@ -159,13 +159,11 @@ class Backend(abc.ABC):
         self.expires = _expires_seconds(conf.result_expires)
         self.extended = bool(conf.result_extended)
         self._batch = threading.local()
-        self.always_retry = bool(conf.get("result_backend_always_retry", False))
-        max_retries = conf.get("result_backend_max_retries", float("inf"))
+        self.always_retry = bool(conf.result_backend_always_retry)
+        max_retries = conf.result_backend_max_retries
         self.max_retries: float = float("inf") if max_retries is None else max_retries
-        self.base_sleep_between_retries_ms: float = conf.get(
-            "result_backend_base_sleep_between_retries_ms", 10)
-        self.max_sleep_between_retries_ms: float = conf.get(
-            "result_backend_max_sleep_between_retries_ms", 10000)
+        self.base_sleep_between_retries_ms: float = conf.result_backend_base_sleep_between_retries_ms
+        self.max_sleep_between_retries_ms: float = conf.result_backend_max_sleep_between_retries_ms
 
     # -- retries -----------------------------------------------------------------------
 

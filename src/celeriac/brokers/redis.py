@@ -442,16 +442,16 @@ class RedisBroker(Broker):
         chunks = [(command[1], command[start:start + _PUSH_CHUNK])
                   for command in commands for start in range(2, len(command), _PUSH_CHUNK)]
         packed: Iterable[bytes] = (_lpush_command(key, texts) for key, texts in chunks)
-        replies = len(chunks)
-        if len(chunks) > 1:  # all or none: a connection lost before EXEC pushed nothing
-            packed, replies = itertools.chain((_MULTI,), packed, (_EXEC,)), replies + 2
+        atomic = len(chunks) > 1  # all or none: a connection lost before EXEC pushed nothing
+        if atomic:
+            packed = itertools.chain((_MULTI,), packed, (_EXEC,))
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            out = send_packed_and_read(conn, packed, replies)
+            out = send_packed_and_read(conn, packed, len(chunks) + 2 * atomic)
         finally:
             pool.release(conn)
-        if len(chunks) > 1:
+        if atomic:
             for reply in out[-1]:  # EXEC's replies: an error in one did not stop the others
                 if isinstance(reply, Exception):
                     raise reply

@@ -5,6 +5,7 @@ brokers, and the pieces the CLI uses."""
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import uuid
 from pathlib import Path
@@ -46,16 +47,56 @@ class _Task:
         self.rate_limit = rate_limit
 
 
-def test_rate_limits_book_one_slot_per_interval() -> None:
+def _release(limits: RateLimits, now: float) -> list[int]:
+    """The tags whose timers are due at `now` (as the consumer releases them)."""
+    out = []
+    while limits.timers and limits.timers[0][0] <= now:
+        out.append(heapq.heappop(limits.timers)[1])
+    return out
+
+
+def test_rate_limit_slot_is_taken_at_start_and_others_wait_in_line() -> None:
     tasks = {"t.limited": _Task("4/s"), "t.free": _Task(None)}
     limits = RateLimits(tasks)
-    assert [limits.reserve("t.limited", now=100.0) for _ in range(3)] == [100.0, 100.25, 100.5]
-    assert limits.reserve("t.free", now=100.0) == 100.0
-    assert limits.reserve("t.limited", now=200.0) == 200.0  # idle time is not banked
-    tasks["t.limited"].rate_limit = "1/s"
-    limits.reset("t.limited")
-    assert [limits.reserve("t.limited", now=300.0) for _ in range(2)] == [300.0, 301.0]
-    assert RateLimits(tasks, disabled=True).reserve("t.limited", now=5.0) == 5.0
+    assert limits.start("t.limited", 1, now=100.0)
+    assert not limits.start("t.limited", 2, now=100.0)
+    assert not limits.start("t.limited", 3, now=100.01)
+    assert limits.start("t.free", 4, now=100.0)
+    assert limits.timers == [(100.25, 2)]  # only the first in line is on the timer
+    assert limits.waiting() == {2, 3}
+    assert _release(limits, 100.25) == [2]
+    # tag 2 starts late (the pool was busy): the next slot counts from its real start
+    assert limits.start("t.limited", 2, now=100.4)
+    assert limits.timers == [(100.65, 3)]
+    assert not limits.start("t.limited", 5, now=100.5)  # behind 3, not on the timer
+    assert limits.timers == [(100.65, 3)]
+    assert _release(limits, 100.65) == [3]
+    assert limits.start("t.limited", 3, now=100.65)
+    assert _release(limits, 100.9) == [5]
+    assert limits.start("t.limited", 5, now=100.9)
+    assert limits.waiting() == set()
+    assert limits.start("t.limited", 6, now=200.0)  # idle time is not banked: capacity 1
+    assert not limits.start("t.limited", 7, now=200.1)
+
+
+def test_rate_limit_line_after_revoke_reset_and_disable() -> None:
+    tasks = {"t.limited": _Task("1/s")}
+    limits = RateLimits(tasks)
+    assert limits.start("t.limited", 1, now=0.0)
+    assert [limits.start("t.limited", tag, now=0.0) for tag in (2, 3)] == [False, False]
+    assert _release(limits, 1.0) == [2]
+    limits.leave("t.limited", 2)  # revoked: the next goes on the timer for the same slot
+    assert limits.timers == [(1.0, 3)]
+    tasks["t.limited"].rate_limit = None
+    limits.reset("t.limited")  # lifted: the line still goes in order, then none wait
+    assert not limits.start("t.limited", 4, now=1.0)
+    assert _release(limits, 1.0) == [3]
+    assert limits.start("t.limited", 3, now=1.0)
+    assert _release(limits, 1.0) == [4]
+    assert limits.start("t.limited", 4, now=1.0)
+    assert limits.start("t.limited", 5, now=1.0)
+    disabled = RateLimits({"t.limited": _Task("1/m")}, disabled=True)
+    assert all(disabled.start("t.limited", tag, now=5.0) for tag in range(3))
 
 
 # -- revoked ids --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ ack or reject when they end. One loop, top to bottom, in `Consumer.run()`.
 
 Also here, because they decide when a job may start: revoked ids (skipped on receipt and
 again before a held job starts), ETAs (near ones on a timer, far ones given back to the
-broker), rate limits (a job waits on the timer for its slot), and how much to prefetch.
+broker), rate limits (a job waits in its task type's line for its slot), and how much to prefetch.
 Remote-control commands that change this state run in the loop through `call_soon`.
 """
 
@@ -79,12 +79,11 @@ class Consumer:
         self.revoked = revoked
         self.autoscaler = autoscaler
         self.fair = fair
-        self.limits = RateLimits(app.tasks, disabled=bool(app.conf.worker_disable_rate_limits))
         self.fetching = True
         self.held: dict[int, tuple[Delivery, Job]] = {}   # received, not finished
         self.waiting: deque[int] = deque()                  # held, ready, not yet in the pool
         self.timers: list[tuple[float, int]] = []           # (due, tag): ETAs and rate limits
-        self.rate_cleared: set[int] = set()                 # on a timer for its rate-limit slot
+        self.limits = RateLimits(app.tasks, bool(app.conf.worker_disable_rate_limits), self.timers)
         self.active: dict[int, Job] = {}                    # in the pool
         self.to_ack: list[Delivery] = []
         self.to_defer: list[tuple[Delivery, float]] = []    # far-off ETAs, back to the broker
@@ -329,18 +328,12 @@ class Consumer:
             delivery, job = self.held[tag]
             if job.task_id in self.revoked:
                 del self.held[tag]
-                self.rate_cleared.discard(tag)
+                self.limits.leave(job.task_name, tag)
                 self._discard(job, self.app.tasks[job.task_name], expired=False)
                 self.sub.ack(delivery)
                 continue
-            if tag in self.rate_cleared:
-                self.rate_cleared.discard(tag)
-            else:
-                start = self.limits.reserve(job.task_name)
-                if start > time.time():  # wait for its rate-limit slot; others go first
-                    self.rate_cleared.add(tag)
-                    heapq.heappush(self.timers, (start, tag))
-                    continue
+            if not self.limits.start(job.task_name, tag):  # it waits for its rate-limit slot
+                continue
             job.time_start = time.time()
             self.active[tag] = job
             if not job.acks_late:
@@ -407,7 +400,7 @@ class Consumer:
             self.sub.reject(delivery, requeue=True)
         self.waiting.clear()
         self.timers.clear()
-        self.rate_cleared.clear()
+        self.limits.clear_lines()
 
     def lost_outcome(self, job: Job, exc: BaseException) -> Outcome:
         """A job that did not end by itself: its process died, a hard (or, for async tasks,
@@ -472,7 +465,8 @@ class Consumer:
         """(active, reserved, scheduled) jobs, for inspect commands from another thread."""
         held = dict(list(self.held.items()))
         active = list(self.active.values())
-        timed = {tag: due for due, tag in list(self.timers) if tag not in self.rate_cleared}
+        lined = self.limits.waiting()  # waiting for a rate-limit slot: reserved, not scheduled
+        timed = {tag: due for due, tag in list(self.timers) if tag not in lined}
         reserved = [job for tag, (_d, job) in held.items() if tag not in self.active and tag not in timed]
         scheduled = [(due, held[tag][1]) for tag, due in timed.items() if tag in held]
         return active, reserved, scheduled

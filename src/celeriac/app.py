@@ -86,6 +86,7 @@ class Celery:
         self._pid = _state.pid
         self._oid = str(uuid.uuid4())
         self._declared: set[str] = set()
+        self._publish_retry: tuple[int, Any] | None = None  # (conf version, producer.publish_retry)
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")
         self.on_configure = signals.Signal("on_configure")

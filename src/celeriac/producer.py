@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _state, signals
-from .brokers.base import Members
+from .brokers.base import Members, RetryPolicy
 from .entities import DELIVERY_MODES
 from .exceptions import ImproperlyConfigured
 from .ids import uuid4
@@ -39,6 +39,44 @@ def _delivery_mode(value: Any) -> int:
     if mode not in (1, 2):
         raise ImproperlyConfigured(f"delivery_mode must be 'persistent', 'transient', 1 or 2, not {value!r}")
     return mode  # type: ignore[no-any-return]
+
+
+#: kombu's `ensure` defaults, for keys a retry policy leaves out.
+_RETRY_DEFAULTS = {"max_retries": None, "interval_start": 1, "interval_step": 1, "interval_max": 1}
+#: Keys kombu also takes (its callbacks, its error classes): accepted and not used.
+_RETRY_IGNORED = frozenset({"retry_errors", "errback", "on_revive"})
+
+
+def publish_retry(app: Celery, retry: bool | None = None, policy: Mapping[str, Any] | None = None) -> RetryPolicy:
+    """How a client's publish is retried after connection errors: `task_publish_retry` and
+    `task_publish_retry_policy`, with a call's own `retry` and `retry_policy` over them (the
+    call's policy merged into the setting's, as Celery does). Off: one try, then the error.
+
+    Raises:
+        ImproperlyConfigured: An unknown key or a value that is not a number.
+    """
+    conf = app.conf
+    cached = app._publish_retry
+    if retry is None and policy is None and cached is not None and cached[0] == conf._version:
+        return cached[1]  # type: ignore[no-any-return]
+    if not (conf.task_publish_retry if retry is None else retry):
+        result = RetryPolicy(max_retries=0)
+    else:
+        merged = {**_RETRY_DEFAULTS, **(conf.task_publish_retry_policy or {}), **(policy or {})}
+        unknown = merged.keys() - _RETRY_DEFAULTS.keys() - _RETRY_IGNORED
+        if unknown:
+            raise ImproperlyConfigured(f"Unknown publish retry policy keys: {sorted(unknown)}; known: "
+                                       f"{sorted(_RETRY_DEFAULTS)}")
+        try:
+            result = RetryPolicy(
+                max_retries=None if merged["max_retries"] is None else int(merged["max_retries"]),
+                interval_start=float(merged["interval_start"]), interval_step=float(merged["interval_step"]),
+                interval_max=float(merged["interval_max"]))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"Bad publish retry policy {merged!r}: {exc}") from None
+    if retry is None and policy is None:
+        app._publish_retry = (conf._version, result)
+    return result
 
 
 def _absolute(value: Any, now: datetime) -> datetime | None:
@@ -139,18 +177,20 @@ def prepare_task_message(
     return build_task_message(**arguments), route, not_before, arguments["task_id"]
 
 
-def _declare_once(app: Celery, broker: Any, queue_name: str) -> None:
+def _declare_once(app: Celery, broker: Any, queue_name: str, retry: RetryPolicy) -> None:
     if queue_name and queue_name not in app._declared:
         queue = app.router.queues.get(queue_name)
         if queue is not None:
-            broker.declare([queue])
+            broker.declare([queue], retry=retry)
         app._declared.add(queue_name)
 
 
-def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
+def _publish(app: Celery, items: list[tuple[Any, Any, float | None]], retry: RetryPolicy | None = None) -> None:
     """Publish prepared (envelope or `Members`, route, not_before) items: one round trip where
-    possible."""
+    possible; retried after connection errors as `retry` says (default: `publish_retry`)."""
     broker = app.broker
+    if retry is None:
+        retry = publish_retry(app)
     if not broker.publishes_members or signals.before_task_publish.receivers or signals.after_task_publish.receivers:
         items = [(member, route, not_before) for envelope, route, not_before in items
                  for member in (envelope.envelopes() if type(envelope) is Members else (envelope,))]
@@ -160,7 +200,7 @@ def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
            for envelope, _, _ in items):
         app.backend.on_task_call()
     for queue in dict.fromkeys([route.queue for _, route, _ in items]):
-        _declare_once(app, broker, queue)
+        _declare_once(app, broker, queue, retry)
     if signals.before_task_publish.receivers:
         for envelope, route, _ in items:
             signals.before_task_publish.send(
@@ -169,9 +209,9 @@ def _publish(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
                 properties=envelope.properties, declare=[], retry_policy=None,
             )
     if len(items) == 1 and type(items[0][0]) is not Members:
-        broker.publish(items[0][0], items[0][1], not_before=items[0][2])
+        broker.publish(items[0][0], items[0][1], not_before=items[0][2], retry=retry)
     else:
-        broker.publish_many(items)
+        broker.publish_many(items, retry=retry)
     if signals.after_task_publish.receivers:
         for envelope, route, _ in items:
             signals.after_task_publish.send(sender=envelope.headers["task"], body=envelope.body,
@@ -210,7 +250,7 @@ def send_task_message(
         _publish(app, [(envelope, route, not_before)])
         return AsyncResult(arguments["task_id"], app=app, task_name=name)
     envelope, route, not_before, task_id = prepare_task_message(app, name, args, kwargs, dict(options), task)
-    _publish(app, [(envelope, route, not_before)])
+    _publish(app, [(envelope, route, not_before)], publish_retry(app, options.get("retry"), options.get("retry_policy")))
     return AsyncResult(task_id, app=app, task_name=name)
 
 

@@ -3,7 +3,8 @@
 A private RabbitMQ node (tests/rabbitmq_node.py) is stopped and started again (same ports, same
 database: the durable queue and its persistent messages survive) while a worker with
 ``acks_late`` tasks consumes and the client keeps publishing. The worker must reconnect and go
-on, the client's publishes must retry, and every task must run at least once. Duplicates are
+on, the client's publishes must retry (a `task_publish_retry_policy` long enough for the outage;
+Celery's default gives up after ~0.6 s), and every task must run at least once. Duplicates are
 allowed only as acks_late redeliveries (a task that ran while its ack could not reach the
 broker): they are counted and bounded by what was in flight.
 """
@@ -72,6 +73,8 @@ def test_worker_and_client_survive_a_rabbitmq_restart(node: RabbitMQNode, projec
 
     client = Celery("client", broker=node.url)
     client.conf.task_default_queue = queue
+    client.conf.task_publish_retry_policy = {"max_retries": 120, "interval_start": 0, "interval_step": 0.2,
+                                             "interval_max": 0.5}
     sent: list[str] = []
     errors: list[BaseException] = []
 

@@ -240,7 +240,7 @@ def test_chain_publishes_the_first_task_with_the_rest_reversed(app: Celery, task
 def test_group_is_one_batch_with_group_ids_and_indexes(app: Celery, tasks: Any) -> None:
     batches: list[int] = []
     original = app.broker.publish_many
-    app.broker.publish_many = lambda items: (batches.append(len(items)), original(items))[1]  # type: ignore[method-assign]
+    app.broker.publish_many = lambda items, **kw: (batches.append(len(items)), original(items, **kw))[1]  # type: ignore[method-assign]
     result = group(tasks.add.s(i, i) for i in range(10_000)).apply_async(task_id="grp-id")
     assert batches == [10_000]
     assert isinstance(result, GroupResult) and result.id == "grp-id" and len(result) == 10_000

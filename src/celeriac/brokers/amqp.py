@@ -37,7 +37,7 @@ from .. import _state
 from ..entities import Exchange, Queue
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..urls import mask_url, parse_url, split_urls
-from .base import Broker, Envelope, Route
+from .base import Broker, Envelope, RetryPolicy, Route
 
 if TYPE_CHECKING:
     from .amqp_consumer import AMQPSubscription
@@ -323,12 +323,12 @@ class AMQPBroker(Broker):
         assert error is not None
         raise error
 
-    def retrying(self, fn: Callable[[], T], what: str) -> T:
-        """Call `fn` until it gets through, with backoff after connection errors.
+    def retrying(self, fn: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
+        """Call `fn` until it gets through, with backoff after connection errors: as `policy`
+        says (a client's publish), else as the ``broker_connection_*`` settings say.
 
         Raises:
-            OperationalError: retries are off (``broker_connection_retry``) or used up
-                (``broker_connection_max_retries``); it names the masked URL.
+            OperationalError: retries are off or used up; it names the masked URL.
         """
         attempt = 0
         while True:
@@ -336,9 +336,14 @@ class AMQPBroker(Broker):
                 return fn()
             except CONNECTION_ERRORS as exc:
                 attempt += 1
-                if not self.retry or (self.max_retries and attempt > self.max_retries):
+                if policy is not None:
+                    delay = policy.delay(attempt)
+                elif not self.retry or (self.max_retries and attempt > self.max_retries):
+                    delay = None
+                else:
+                    delay = min(self.interval_start + self.interval_step * (attempt - 1), self.interval_max)
+                if delay is None:
                     raise OperationalError(f"Cannot reach RabbitMQ at {self.masked_url} ({what}): {exc}") from exc
-                delay = min(self.interval_start + self.interval_step * (attempt - 1), self.interval_max)
                 logger.warning("RabbitMQ at %s unreachable while %s (%s); retry %d in %.1fs",
                                self.masked_url, what, exc or type(exc).__name__, attempt, delay)
                 time.sleep(delay)
@@ -363,7 +368,7 @@ class AMQPBroker(Broker):
                 return
         link.close()
 
-    def _with_link(self, fn: Callable[[_Link], T], what: str) -> T:
+    def _with_link(self, fn: Callable[[_Link], T], what: str, retry: RetryPolicy | None = None) -> T:
         """Run `fn` on a pooled link; after a lost connection, all of it again on a new one.
 
         A channel error (the server closed the channel, e.g. after an earlier unconfirmed send
@@ -398,11 +403,11 @@ class AMQPBroker(Broker):
                 return result
             raise AssertionError("unreachable")
 
-        return self.retrying(attempt, what)
+        return self.retrying(attempt, what, retry)
 
     # -- declaring --------------------------------------------------------------------------
 
-    def declare(self, queues: Sequence[Any]) -> None:
+    def declare(self, queues: Sequence[Any], *, retry: RetryPolicy | None = None) -> None:
         """Declare queues, their exchanges and bindings, exactly as kombu declares them.
 
         Exclusive queues belong to one connection: the subscription consuming them declares
@@ -422,7 +427,7 @@ class AMQPBroker(Broker):
                     _bind_celery_delayed(link.channel, queue)
 
         if shared:
-            self._with_link(run, "declaring queues")
+            self._with_link(run, "declaring queues", retry)
 
     def declare_exchange(self, exchange: Exchange) -> None:
         """Declare one exchange (events, remote control)."""
@@ -463,11 +468,13 @@ class AMQPBroker(Broker):
 
     # -- publishing -------------------------------------------------------------------------
 
-    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None,
+                retry: RetryPolicy | None = None) -> None:
         """Send one message (confirmed unless ``confirm_publish`` is off)."""
-        self.publish_many([(envelope, route, not_before)])
+        self.publish_many([(envelope, route, not_before)], retry=retry)
 
-    def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]]) -> None:
+    def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]], *,
+                     retry: RetryPolicy | None = None) -> None:
         """Publish every message, then wait once for all their confirms.
 
         A message due more than half a second from now goes through the delay levels to its
@@ -499,7 +506,7 @@ class AMQPBroker(Broker):
                 link.wait_confirms(first, self.confirm_timeout, self.masked_url)
 
         if batch:
-            self._with_link(run, "publishing")
+            self._with_link(run, "publishing", retry)
 
     def send(self, envelope: Envelope, exchange: str, routing_key: str, *, confirm: bool = False) -> None:
         """Publish one message to an exchange (results, events, control replies).

@@ -14,6 +14,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a publish is retried after connection errors, as kombu's `retry_over_time`.
+
+    A broker given none retries as its ``broker_connection_*`` settings say (a worker's
+    own traffic); the producer gives one for what clients send (`task_publish_retry_policy`).
+
+    Attributes:
+        max_retries: Retries after the first try (None: no end).
+        interval_start: Seconds before the first retry; each next one waits `interval_step`
+            more, at most `interval_max`.
+    """
+
+    max_retries: int | None = 3
+    interval_start: float = 0.0
+    interval_step: float = 0.2
+    interval_max: float = 1.0
+
+    def delay(self, attempt: int) -> float | None:
+        """Seconds to wait before retry number `attempt` (1, 2, ...); None once spent."""
+        if self.max_retries is not None and attempt > self.max_retries:
+            return None
+        return max(0.0, min(self.interval_start + self.interval_step * (attempt - 1), self.interval_max))
+
+
 @dataclass(slots=True)
 class Envelope:
     """One message as it travels: the body stays encoded until a task runs."""
@@ -183,19 +208,22 @@ class Broker(abc.ABC):
     publishes_members: bool = False
 
     @abc.abstractmethod
-    def declare(self, queues: Sequence[Any]) -> None:
-        """Make sure the queues (celeriac.entities.Queue) exist with their bindings."""
+    def declare(self, queues: Sequence[Any], *, retry: RetryPolicy | None = None) -> None:
+        """Make sure the queues (celeriac.entities.Queue) exist with their bindings.
+        `retry`: how to retry after connection errors (default: the broker's own settings)."""
 
     @abc.abstractmethod
-    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
-        """Send one message. `not_before` (epoch seconds) delays delivery durably."""
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None,
+                retry: RetryPolicy | None = None) -> None:
+        """Send one message. `not_before` (epoch seconds) delays delivery durably; `retry`
+        as for `declare`."""
 
     def publish_many(
-        self, items: Sequence[tuple[Envelope, Route, float | None]]
+        self, items: Sequence[tuple[Envelope, Route, float | None]], *, retry: RetryPolicy | None = None
     ) -> None:
         """Send many messages; brokers override this to use one round trip."""
         for envelope, route, not_before in items:
-            self.publish(envelope, route, not_before=not_before)
+            self.publish(envelope, route, not_before=not_before, retry=retry)
 
     @abc.abstractmethod
     def subscribe(self, queues: Sequence[str], *, prefetch: int) -> Subscription:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Broker, Delivery, Envelope, FanoutSubscription, Route, Subscription
+from .base import Broker, Delivery, Envelope, FanoutSubscription, RetryPolicy, Route, Subscription
 from .bindings import matches
 
 
@@ -52,7 +52,7 @@ class MemoryBroker(Broker):
         with _stores_lock:
             self._store = _stores.setdefault(url, _Store())
 
-    def declare(self, queues: Sequence[Any]) -> None:
+    def declare(self, queues: Sequence[Any], *, retry: RetryPolicy | None = None) -> None:
         with self._store.cond:
             for queue in queues:
                 exchange = getattr(queue, "exchange", None)
@@ -68,7 +68,8 @@ class MemoryBroker(Broker):
         queues = [q for kind, key, q in bound if matches(kind, key, route.routing_key)]
         return queues or ([route.queue] if route.queue else [])
 
-    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None,
+                retry: RetryPolicy | None = None) -> None:
         store = self._store
         priority = int(envelope.properties.get("priority") or 0)
         with store.cond:

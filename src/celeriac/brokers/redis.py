@@ -68,7 +68,7 @@ from ..ids import uuid4, uuid4_many
 from ..redis_link import CONNECTION_ERRORS, KeptConnection, send_packed_and_read
 from ..urls import mask_url, parse_url, split_urls
 from . import redis_lua as lua
-from .base import Broker, Envelope, Members, Route, SharedEnvelope
+from .base import Broker, Envelope, Members, RetryPolicy, Route, SharedEnvelope
 from .redis_consume import FanoutSubscription, RedisSubscription
 from .redis_envelope import (
     PRIORITY_STEPS,
@@ -235,17 +235,23 @@ class RedisBroker(Broker):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _retry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `fn`, reconnecting with backoff while Redis is unreachable."""
+    def _retry(self, fn: Callable[..., Any], *args: Any, policy: RetryPolicy | None = None, **kwargs: Any) -> Any:
+        """Run `fn`, reconnecting while Redis is unreachable: as `policy` says (a client's
+        publish), else with backoff as the ``broker_connection_*`` settings say."""
         attempt = 0
         while True:
             try:
                 return fn(*args, **kwargs)
             except CONNECTION_ERRORS as exc:
                 attempt += 1
-                if not self.retry or (self.max_retries and attempt > self.max_retries):
+                if policy is not None:
+                    delay = policy.delay(attempt)
+                elif not self.retry or (self.max_retries and attempt > self.max_retries):
+                    delay = None
+                else:
+                    delay = min(0.1 * 2 ** (attempt - 1), 2.0)
+                if delay is None:
                     raise OperationalError(f"Cannot reach Redis at {self.masked_url}: {exc}") from exc
-                delay = min(0.1 * 2 ** (attempt - 1), 2.0)
                 logger.warning("Redis at %s unreachable (%s); retry %d in %.1fs", self.masked_url, exc, attempt, delay)
                 time.sleep(delay)
 
@@ -256,7 +262,7 @@ class RedisBroker(Broker):
         replies = self._link.run([args])
         return self.client.execute_command(*args) if replies is None else replies[0]
 
-    def _pipe(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _pipe(self, commands: Sequence[tuple[Any, ...]], retry: RetryPolicy | None = None) -> list[Any]:
         """Run (method name, *args) commands in one pipeline, retried as a whole.
 
         Built afresh on each try: redis-py empties a pipeline whose execute failed.
@@ -268,7 +274,7 @@ class RedisBroker(Broker):
                 getattr(pipe, name)(*args)
             return pipe.execute()
 
-        return self._retry(run) if commands else []
+        return self._retry(run, policy=retry) if commands else []
 
     def queue_key(self, queue: str, step: int = 0) -> str:
         """The key of a queue's list for a priority step (0, 3, 6, 9)."""
@@ -285,7 +291,7 @@ class RedisBroker(Broker):
 
     # -- declaring --------------------------------------------------------------------------
 
-    def declare(self, queues: Sequence[Any]) -> None:
+    def declare(self, queues: Sequence[Any], *, retry: RetryPolicy | None = None) -> None:
         """Write each queue's bindings (`_kombu.binding.*`), as kombu 5.7 does."""
         for queue in queues:
             bindings = [(queue.exchange, queue.routing_key)] if queue.exchange is not None else []
@@ -302,16 +308,16 @@ class RedisBroker(Broker):
                 if expires is not None:
                     ttl = max(int(expires) * 2, 3600 * 1000)
                     keys = [f"{self.prefix}_kombu.binding.{name}", f"{self.prefix}_kombu.binding_deadlines"]
-                    self._retry(self.bind_expiring_script, keys=keys, args=[member, name, ttl])
+                    self._retry(self.bind_expiring_script, keys=keys, args=[member, name, ttl], policy=retry)
                 else:
                     self._pipe([
                         ("sadd", f"{self.prefix}_kombu.binding.{name}", member),
                         ("sadd", f"{self.prefix}_kombu.binding_permanent.{name}", member),
-                    ])
+                    ], retry)
 
-    def bindings(self, exchange: str) -> list[tuple[str, str]]:
+    def bindings(self, exchange: str, retry: RetryPolicy | None = None) -> list[tuple[str, str]]:
         """(routing key, queue) pairs bound to an exchange."""
-        members = self._retry(self.client.smembers, f"{self.prefix}_kombu.binding.{exchange}")
+        members = self._retry(self.client.smembers, f"{self.prefix}_kombu.binding.{exchange}", policy=retry)
         out = []
         for member in members:
             parts = member.decode().split(SEP, 2)
@@ -349,17 +355,19 @@ class RedisBroker(Broker):
             logger.warning("Message to exchange %r with key %r matched no queue; dropped", route.exchange, rk)
         return list(dict.fromkeys(found))
 
-    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None,
+                retry: RetryPolicy | None = None) -> None:
         """Send one message (LPUSH, ZADD for `not_before` in the future, PUBLISH for fanout)."""
         if not route.exchange and not_before is None and (route.routing_key or route.queue) not in self.expires:
             # The common case, one round trip without a pipeline (bench: enqueue, single delay()).
             queue = route.routing_key or route.queue
             key = self.queue_key(queue, _step(envelope.properties.get("priority")))
-            self._retry(self._command, "LPUSH", key, self._encode(envelope, "", queue))
+            self._retry(self._command, "LPUSH", key, self._encode(envelope, "", queue), policy=retry)
             return
-        self.publish_many([(envelope, route, not_before)])
+        self.publish_many([(envelope, route, not_before)], retry=retry)
 
-    def publish_many(self, items: Sequence[tuple[Any, Route, float | None]]) -> None:  # Envelope or Members
+    def publish_many(self, items: Sequence[tuple[Any, Route, float | None]], *,  # Envelope or Members
+                     retry: RetryPolicy | None = None) -> None:
         """Send many messages in one pipeline (plus one to read the bindings they need).
 
         Consecutive messages to one list go in one LPUSH (which keeps their order; of at most
@@ -371,12 +379,12 @@ class RedisBroker(Broker):
             members, route, not_before = items[0]
             command = self._members_command(members, route, not_before)
             if command is not None:
-                self._retry(self._command, *command)
+                self._retry(self._command, *command, policy=retry)
                 return
         if any(type(envelope) is Members for envelope, _, _ in items):
             items = self._encode_members(items)
         named = {r.exchange for _, r, _ in items if r.exchange and self._exchange_type(r) != "fanout"}
-        tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name) for name in named}
+        tables: dict[str, list[tuple[str, str]]] = {name: self.bindings(name, retry) for name in named}
         now = time.time()
         commands: list[list[Any]] = []
         targets: dict[int, list[str]] = {}  # id(route) -> queues (the routes live in `items`)
@@ -423,9 +431,9 @@ class RedisBroker(Broker):
                 if encoding is not None:
                     run = (envelope.template, route, encoding, commands[-1])
         if commands and all(command[0] == "lpush" for command in commands):
-            self._retry(self._push, commands)
+            self._retry(self._push, commands, policy=retry)
         else:
-            self._pipe([tuple(command) for command in commands])
+            self._pipe([tuple(command) for command in commands], retry)
 
     def _push(self, commands: Sequence[list[Any]]) -> None:
         """Run ``["lpush", key, *texts]`` commands on a pool connection, packed here rather than

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..serialization import json_loads
 from ..sqlite_util import connect, fork_lock, sqlite_path
-from .base import Broker, Delivery, Envelope, FanoutSubscription, Route, Subscription
+from .base import Broker, Delivery, Envelope, FanoutSubscription, RetryPolicy, Route, Subscription
 from .bindings import matches
 
 SCHEMA = """
@@ -102,7 +102,7 @@ class SQLiteBroker(Broker):
                 self._all.append(conn)
         return conn
 
-    def declare(self, queues: Sequence[Any]) -> None:
+    def declare(self, queues: Sequence[Any], *, retry: RetryPolicy | None = None) -> None:
         rows = []
         for queue in queues:
             exchange = getattr(queue, "exchange", None)
@@ -123,10 +123,12 @@ class SQLiteBroker(Broker):
         queues = [q for kind, key, q in rows if matches(kind, key, route.routing_key)]
         return queues or ([route.queue] if route.queue else [])
 
-    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None) -> None:
+    def publish(self, envelope: Envelope, route: Route, *, not_before: float | None = None,
+                retry: RetryPolicy | None = None) -> None:
         self.publish_many([(envelope, route, not_before)])
 
-    def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]]) -> None:
+    def publish_many(self, items: Sequence[tuple[Envelope, Route, float | None]], *,
+                     retry: RetryPolicy | None = None) -> None:
         rows = []
         for envelope, route, not_before in items:
             meta = _encode_meta(envelope)

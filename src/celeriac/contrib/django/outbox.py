@@ -24,7 +24,7 @@ from django.db import OperationalError, router, transaction
 from django.utils import timezone
 
 from ...brokers.base import Envelope, Route
-from ...producer import _declare_once, prepare_task_message
+from ...producer import _declare_once, prepare_task_message, publish_retry
 from ...result import AsyncResult
 
 if TYPE_CHECKING:
@@ -140,15 +140,16 @@ def _relay_batch(app: Celery, db: str, ids: Sequence[int] | None, older_than: fl
 
 def _publish(app: Celery, rows: Sequence[Any]) -> None:
     broker = app.broker
+    retry = publish_retry(app)  # a broker that is down fails the batch soon: its delete rolls back
     items = []
     for row in rows:
-        _declare_once(app, broker, row.queue)
+        _declare_once(app, broker, row.queue, retry)
         envelope = Envelope(body=bytes(row.body), headers=row.headers, properties=row.properties,
                             content_type=row.content_type, content_encoding=row.content_encoding)
         route = Route(queue=row.queue, exchange=row.exchange, routing_key=row.routing_key,
                       exchange_type=row.exchange_type)
         items.append((envelope, route, row.not_before))
-    broker.publish_many(items)
+    broker.publish_many(items, retry=retry)
 
 
 def relay_forever(app: Celery, interval: float = 5.0, older_than: float = 10.0,

@@ -125,10 +125,11 @@ def cli(ctx: click.Context, app_spec: str | None, broker: str | None, result_bac
 @click.option("-B", "--beat", is_flag=True, help="Also run the periodic task scheduler in this process.")
 @click.option("-s", "--schedule-filename", "--schedule", help="Beat's schedule file (with -B).")
 @click.option("-S", "--scheduler", help="Beat's scheduler class (with -B).")
-@click.option("-E", "--task-events", is_flag=True, help="Accepted for Celery compatibility.")
-@click.option("--without-gossip", is_flag=True, help="Accepted for Celery compatibility.")
+@click.option("-E", "--task-events", is_flag=True, default=None,
+              help="Send task events, for monitors such as Flower (worker_send_task_events).")
+@click.option("--without-gossip", is_flag=True, help="With --without-heartbeat: send no worker events.")
 @click.option("--without-mingle", is_flag=True, help="Accepted for Celery compatibility.")
-@click.option("--without-heartbeat", is_flag=True, help="Accepted for Celery compatibility.")
+@click.option("--without-heartbeat", is_flag=True, help="With --without-gossip: send no worker events.")
 @click.option("-O", "optimization", help="Accepted for Celery compatibility.")
 @click.option("-f", "--logfile", help="Log to this file instead of stderr.")
 @pass_ctx
@@ -137,6 +138,7 @@ def worker(ctx: Context, loglevel: str, queues: str | None, concurrency: int | N
            max_tasks_per_child: int | None, max_memory_per_child: int | None, autoscale: str | None,
            time_limit: float | None, soft_time_limit: float | None, beat: bool,
            schedule_filename: str | None, scheduler: str | None, logfile: str | None,
+           task_events: bool | None, without_gossip: bool, without_heartbeat: bool,
            **ignored: Any) -> None:
     """Start a worker."""
     from .worker.worker import Worker
@@ -149,7 +151,8 @@ def worker(ctx: Context, loglevel: str, queues: str | None, concurrency: int | N
                   prefetch_multiplier=prefetch_multiplier, loglevel=loglevel, logfile=logfile,
                   max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child,
                   autoscale=autoscale, time_limit=time_limit, soft_time_limit=soft_time_limit,
-                  beat=beat, schedule_filename=schedule_filename, scheduler=scheduler).start()
+                  beat=beat, schedule_filename=schedule_filename, scheduler=scheduler, task_events=task_events,
+                  worker_events=not (without_gossip and without_heartbeat)).start()
     sys.exit(code)
 
 

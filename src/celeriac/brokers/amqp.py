@@ -429,9 +429,9 @@ class AMQPBroker(Broker):
         if shared:
             self._with_link(run, "declaring queues", retry)
 
-    def declare_exchange(self, exchange: Exchange) -> None:
+    def declare_exchange(self, exchange: Exchange, *, retry: RetryPolicy | None = None) -> None:
         """Declare one exchange (events, remote control)."""
-        self._with_link(lambda link: declare_exchange(link.channel, exchange), f"declaring {exchange}")
+        self._with_link(lambda link: declare_exchange(link.channel, exchange), f"declaring {exchange}", retry)
 
     def _declare_delay_levels(self, link: _Link) -> None:
         """Declare the 28 delay levels as Celery 5.5+ does (same names, types, arguments)."""
@@ -508,7 +508,8 @@ class AMQPBroker(Broker):
         if batch:
             self._with_link(run, "publishing", retry)
 
-    def send(self, envelope: Envelope, exchange: str, routing_key: str, *, confirm: bool = False) -> None:
+    def send(self, envelope: Envelope, exchange: str, routing_key: str, *, confirm: bool = False,
+             retry: RetryPolicy | None = None) -> None:
         """Publish one message to an exchange (results, events, control replies).
 
         Unconfirmed by default: then a send to a missing exchange is dropped silently.
@@ -519,12 +520,13 @@ class AMQPBroker(Broker):
             if confirm and link.confirm:
                 link.wait_confirms(first, self.confirm_timeout, self.masked_url)
 
-        self._with_link(run, f"sending to {exchange!r}")
+        self._with_link(run, f"sending to {exchange!r}", retry)
 
-    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "", *,
+                       retry: RetryPolicy | None = None) -> None:
         """Publish to a fanout exchange (broadcast, remote control); nobody listening is fine."""
         try:
-            self.send(envelope, exchange, routing_key, confirm=True)
+            self.send(envelope, exchange, routing_key, confirm=True, retry=retry)
         except OperationalError as exc:
             if not isinstance(exc.__cause__, NotFound):
                 raise

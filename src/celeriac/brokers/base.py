@@ -235,7 +235,12 @@ class Broker(abc.ABC):
 
     # -- broadcast and remote control (Celery's pidbox layout, celery-wire.md 2.6, 2.7, 4.6) --
 
-    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+    def declare_exchange(self, exchange: Any, *, retry: RetryPolicy | None = None) -> None:  # noqa: B027 - a hook
+        """Make sure an exchange (celeriac.entities.Exchange) exists before publishing to it
+        (events); only RabbitMQ has exchanges of its own to declare."""
+
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "", *,
+                       retry: RetryPolicy | None = None) -> None:
         """Send a message to every current subscriber of a fanout exchange; none is stored."""
         raise NotImplementedError(f"{type(self).__name__} has no broadcast")
 

@@ -89,7 +89,8 @@ class MemoryBroker(Broker):
             items = self._store.ready.pop(queue, [])
             return len(items)
 
-    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "", *,
+                       retry: RetryPolicy | None = None) -> None:
         with self._store.cond:
             for listener in self._store.listeners.get(exchange, ()):
                 if listener.routing_key in ("", "#") or matches("topic", listener.routing_key, routing_key):

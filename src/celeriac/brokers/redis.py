@@ -521,10 +521,11 @@ class RedisBroker(Broker):
             return encode_envelope(envelope, exchange, routing_key, tag)
         return encoding.encode(envelope, tag or uuid4())
 
-    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "", *,
+                       retry: RetryPolicy | None = None) -> None:
         """PUBLISH to a fanout exchange's channel (broadcast, remote control, events)."""
         raw = encode_envelope(envelope, exchange, routing_key)
-        self._retry(self.client.publish, self.fanout_channel(exchange, routing_key), raw)
+        self._retry(self.client.publish, self.fanout_channel(exchange, routing_key), raw, policy=retry)
 
     # -- consuming --------------------------------------------------------------------------
 

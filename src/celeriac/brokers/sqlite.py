@@ -159,7 +159,8 @@ class SQLiteBroker(Broker):
 
     # -- broadcast and revokes ----------------------------------------------------------
 
-    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "") -> None:
+    def publish_fanout(self, exchange: str, envelope: Envelope, routing_key: str = "", *,
+                       retry: RetryPolicy | None = None) -> None:
         """Append a row that every listener of `exchange` reads once; prune old rows."""
         now = time.time()
         conn = self.conn

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..brokers.base import Delivery, Subscription
 from ..chords import on_chord_part_return, send_errbacks
+from ..events import EventDispatcher
 from ..exceptions import (
     DecodeError,
     NotRegistered,
@@ -68,7 +69,7 @@ class Consumer:
     def __init__(self, app: Celery, subscription: Subscription, pool: Any, *, hostname: str,
                  prefetch_multiplier: int, accept: frozenset[str] | None, queues: list[Any],
                  revoked: RevokedTasks, autoscaler: Autoscaler | None = None,
-                 fair: bool = False) -> None:
+                 fair: bool = False, events: EventDispatcher | None = None) -> None:
         self.app = app
         self.sub = subscription
         self.pool = pool
@@ -79,6 +80,8 @@ class Consumer:
         self.revoked = revoked
         self.autoscaler = autoscaler
         self.fair = fair
+        #: Task events (`-E`); a dispatcher with them off when none is given.
+        self.events = events if events is not None else EventDispatcher(app, hostname)
         self.fetching = True
         self.held: dict[int, tuple[Delivery, Job]] = {}   # received, not finished
         self.waiting: deque[int] = deque()                  # held, ready, not yet in the pool
@@ -143,7 +146,9 @@ class Consumer:
             # wait for the next fetch instead of taking a round trip of their own.
             self._finish(self.pool.poll(self._pool_timeout() if room <= 0 or self.waiting else 0))
             self._flush_acks(keep_acks=self._fetches_next())
+            self.events.flush()
         self._flush_acks()
+        self.events.flush()
 
     def drain(self, deadline: float | None = None) -> bool:
         """Warm stop: fetch nothing more, let running tasks finish (until `deadline`, a
@@ -155,7 +160,9 @@ class Consumer:
             self._run_calls()
             self._finish(self.pool.poll(0.2))
             self._flush_acks()
+            self.events.flush()
         self._flush_acks()
+        self.events.flush()
         return True
 
     def _fetches_next(self) -> bool:
@@ -233,6 +240,7 @@ class Consumer:
                          "Did you import the module that defines it (-A, include, autodiscover)?",
                          name, task_id)
             self._store_quietly(task_id, NotRegistered(name), states.FAILURE)
+            self.events.buffer_task("task-failed", uuid=task_id, exception=repr(NotRegistered(name)))
             signals.task_unknown.send(sender=self, name=name, id=task_id, message=message, exc=None)
             self.sub.reject(delivery, requeue=False)
             return
@@ -250,6 +258,12 @@ class Consumer:
         self._tags += 1
         job = self._make_job(self._tags, delivery, message, task)
         self.held[job.tag] = (delivery, job)
+        if self.events.task_events:
+            self.events.buffer_task(
+                "task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
+                kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
+                parent_id=headers.get("parent_id"), retries=headers.get("retries", 0),
+                eta=headers.get("eta"), expires=headers.get("expires"))
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=job)
         if self.autoscaler is not None:
@@ -289,6 +303,8 @@ class Consumer:
         request = self.request_of(job)
         if request.chord:  # the chord must not wait forever for a part that will not run
             on_chord_part_return(self.app, request, states.REVOKED, TaskRevokedError(why))
+        self.events.buffer_task("task-revoked", uuid=job.task_id, terminated=terminated, signum=signum,
+                                expired=expired)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(sender=task, request=request, terminated=terminated,
                                       signum=signum, expired=expired)
@@ -335,6 +351,8 @@ class Consumer:
             if not self.limits.start(job.task_name, tag):  # it waits for its rate-limit slot
                 continue
             job.time_start = time.time()
+            if self.events.task_events:
+                self.events.buffer_task("task-started", uuid=job.task_id)
             self.active[tag] = job
             if not job.acks_late:
                 self.to_ack.append(delivery)
@@ -359,6 +377,8 @@ class Consumer:
             # takes to forget its start was most of a 500-task drain).
             self.mean_runtime += (outcome.runtime - self.mean_runtime) * max(0.05, 1 / self.task_count)
             self._log(job, outcome)
+            if self.events.task_events:
+                self._send_outcome(job, outcome)
             if not job.acks_late:
                 continue  # acked when it went to the pool
             if outcome.action == ACK:
@@ -366,6 +386,20 @@ class Consumer:
             else:
                 self._flush_acks()
                 self.sub.reject(delivery, requeue=outcome.action == REQUEUE)
+
+    def _send_outcome(self, job: Job, outcome: Outcome) -> None:
+        """The task event of how a job ended (REVOKED ones are sent by `_discard`)."""
+        state, events = outcome.state, self.events
+        if state == states.SUCCESS:
+            events.buffer_task("task-succeeded", uuid=job.task_id, result=outcome.summary, runtime=outcome.runtime)
+        elif state == states.FAILURE:
+            events.buffer_task("task-failed", uuid=job.task_id, exception=outcome.summary,
+                               traceback=outcome.traceback)
+        elif state == states.RETRY:
+            events.buffer_task("task-retried", uuid=job.task_id, exception=outcome.summary,
+                               traceback=outcome.traceback)
+        elif state == states.REJECTED:
+            events.buffer_task("task-rejected", uuid=job.task_id, requeue=outcome.action == REQUEUE)
 
     def _log(self, job: Job, outcome: Outcome) -> None:
         name, task_id = job.task_name, job.task_id

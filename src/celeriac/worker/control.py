@@ -430,18 +430,32 @@ def cancel_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
 @command("control")
 def enable_events(worker: Worker, **kwargs: Any) -> Any:
     """Tell worker(s) to send task-related events."""
-    return nok("event dispatcher unavailable")
+    if worker.events is None:
+        return nok("event dispatcher unavailable")
+    if worker.events.task_events:
+        return ok("task events already enabled")
+    worker.events.task_events = True
+    logger.info("Events of group {task} enabled by remote.")
+    return ok("task events enabled")
 
 
 @command("control")
 def disable_events(worker: Worker, **kwargs: Any) -> Any:
     """Tell worker(s) to stop sending task-related events."""
-    return nok("event dispatcher unavailable")
+    if worker.events is None:
+        return nok("event dispatcher unavailable")
+    if not worker.events.task_events:
+        return ok("task events already disabled")
+    worker.events.task_events = False
+    logger.info("Events of group {task} disabled by remote.")
+    return ok("task events disabled")
 
 
 @command("control")
 def heartbeat(worker: Worker, **kwargs: Any) -> Any:
     """Tell worker(s) to send event heartbeat immediately."""
+    if worker.heart is not None:
+        worker.heart.beat()
     return None
 
 

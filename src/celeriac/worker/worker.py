@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, signals
+from ..events import EventDispatcher, Heart
 from ..exceptions import OperationalError
 from ..serialization import accept_content_types
 from ..urls import mask_url
@@ -77,6 +78,9 @@ class Worker:
         time_limit, soft_time_limit: Defaults for tasks that set none.
         beat: Run the periodic scheduler in this process (`-B`).
         soft_shutdown_timeout: `worker_soft_shutdown_timeout`.
+        task_events: Send task events (`-E`; default `worker_send_task_events`).
+        worker_events: Send worker-online/heartbeat/offline (off with both
+            ``--without-heartbeat`` and ``--without-gossip``).
     """
 
     def __init__(self, app: Celery, *, queues: list[str] | None = None, concurrency: int | None = None,
@@ -87,7 +91,7 @@ class Worker:
                  time_limit: float | None = None, soft_time_limit: float | None = None,
                  beat: bool = False, schedule_filename: str | None = None, scheduler: str | None = None,
                  setup_logging: bool = True, banner: bool = True, soft_shutdown_timeout: float | None = None,
-                 **options: Any) -> None:
+                 task_events: bool | None = None, worker_events: bool = True, **options: Any) -> None:
         self.app = app
         conf = app.conf
         self.queue_names = queues
@@ -115,6 +119,10 @@ class Worker:
         self.show_banner = banner
         self.soft_shutdown_timeout = float(conf.worker_soft_shutdown_timeout or 0.0
                                            if soft_shutdown_timeout is None else soft_shutdown_timeout)
+        self.task_events = bool(conf.worker_send_task_events if task_events is None else task_events)
+        self.worker_events = worker_events
+        self.events: EventDispatcher | None = None
+        self.heart: Heart | None = None
         self.install_signals = options.pop("install_signals", True)
         self.options = options
         self._stop_requested = 0
@@ -155,7 +163,8 @@ class Worker:
             f"- ** ---------- .> transport:   {_describe(app.broker_url)}",
             f"- ** ---------- .> results:     {_describe(app.result_backend_url) or 'disabled://'}",
             f"- *** --- * --- .> concurrency: {concurrency} ({self.pool_name})",
-            "-- ******* ---- .> task events: OFF",
+            "-- ******* ---- .> task events: "
+            + ("ON" if self.task_events else "OFF (enable -E to monitor tasks in this worker)"),
             "--- ***** ----- ",
             " -------------- [queues]",
         ]
@@ -308,10 +317,12 @@ class Worker:
         self.revoked = RevokedTasks(app.broker)
         mailbox = self._start_mailbox()  # listening before loading: no revoke falls between
         self.revoked.load()
+        self.events = events = EventDispatcher(app, self.hostname, self.task_events)
         fair = bool(app.conf.worker_disable_prefetch) or any(task.acks_late for task in app.tasks.values())
         self.consumer = consumer = Consumer(
             app, subscription, pool, hostname=self.hostname, prefetch_multiplier=self.prefetch_multiplier,
-            accept=accept, queues=self._queue_objects, revoked=self.revoked, autoscaler=autoscaler, fair=fair)
+            accept=accept, queues=self._queue_objects, revoked=self.revoked, autoscaler=autoscaler, fair=fair,
+            events=events)
         consumer.default_time_limits = self.time_limits
         pool.on_lost = consumer.lost_outcome
         if mailbox is not None:
@@ -319,6 +330,9 @@ class Worker:
         if self.install_signals:
             self._install_signal_handlers()
         beat = self._start_beat()
+        if self.worker_events:
+            self.heart = Heart(events, lambda: (len(consumer.active), consumer.task_count))
+            self.heart.start()
         self.ready = True
         logger.warning("%s ready.", self.hostname)
         signals.worker_ready.send(sender=consumer)
@@ -349,6 +363,8 @@ class Worker:
                 beat.stop()
             if mailbox is not None:
                 mailbox.stop()
+            if self.heart is not None:
+                self.heart.stop()  # worker-offline
             if self.install_signals:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGQUIT, signal.SIG_IGN)

@@ -81,3 +81,40 @@ def test_a_killed_waiting_connection_is_replaced(backend):
     redis.Redis.from_url(redis_url(DB)).client_kill(f"{host}:{port}")  # the waiting connection
     threading.Timer(0.2, backend.mark_as_done, ("k1", 1)).start()
     assert backend.wait_for("k1", timeout=5)["result"] == 1
+
+
+def _private_backend(server):
+    conf = Conf(result_serializer="json", result_accept_content=None, accept_content=["json"],
+                result_expires=86400, result_extended=False, result_backend_transport_options={},
+                redis_backend_use_ssl=None)
+    return RedisBackend(SimpleNamespace(conf=conf), server.url(0))
+
+
+def test_redis_down_while_waiting_is_retried_then_a_clear_error(caplog):
+    """Not a silent wait forever: warnings, then BackendGetMetaError once the backend's
+    retries are spent; a timeout still ends it first; Redis back in time: the result."""
+    from celeriac.exceptions import BackendGetMetaError
+    from redis_server import RedisServer
+
+    with RedisServer() as server:
+        b = _private_backend(server)
+        b.default_retries = 3  # 0.05 + 0.1 + 0.2 s of pauses (19 by default: ~15 s)
+        b.mark_as_done("up", 1)
+        assert b.wait_for("up", timeout=2)["result"] == 1
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(BackendGetMetaError) as info:
+            b.wait_for("down")
+        assert time.monotonic() - started < 5 and info.value.task_id == "down"
+        assert caplog.text.count("Result backend error, retry") == 3
+        b.default_retries = 100
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            b.wait_for("down", timeout=0.5)
+        assert time.monotonic() - started < 2.5
+        threading.Timer(0.3, server.start).start()
+        writer = _private_backend(server)
+        threading.Timer(1.5, writer.mark_as_done, ("back", 2)).start()
+        assert b.wait_for("back", timeout=20)["result"] == 2
+        b.close()
+        writer.close()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .. import _state, states
-from ..exceptions import TimeoutError
+from ..exceptions import BackendGetMetaError, TimeoutError
 from ..redis_link import CONNECTION_ERRORS, KeptConnection
 from ..serialization import dumps
 from ..urls import mask_url
@@ -180,17 +180,20 @@ class RedisBackend(Backend):
         channel, GET the key, SUBSCRIBE to its channel (valid in RESP2 and RESP3: the GET runs
         unsubscribed). Redis runs a client's pipelined commands back to back, so a result
         stored after the GET is published to us; the meta then comes in the message itself.
+
+        Redis unreachable: retried (with a warning each time) as any read of the backend, so
+        without `result_backend_always_retry` the wait ends in `BackendGetMetaError` after
+        ~15 s of retries, not silently never; `timeout` still ends it first.
         """
         key = self.prefix + TASK_KEYPREFIX + task_id
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                return self._wait(key, task_id, deadline)
-            except CONNECTION_ERRORS:
-                self._drop_waiter()
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"The operation timed out waiting for task {task_id}.") from None
-                time.sleep(0.1)
+
+        def attempt() -> dict[str, Any]:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+            return self._wait(key, task_id, deadline)
+
+        return self._retrying(attempt, error=BackendGetMetaError, task_id=task_id)
 
     def _wait(self, key: str, task_id: str, deadline: float | None) -> dict[str, Any]:
         conn = self._waiter()

@@ -53,14 +53,23 @@ class Monitor:
 
 
 @pytest.fixture(params=["redis", "amqp"])
-def setup(request: pytest.FixtureRequest, redis_db: object, sides: Any,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str, Any]]:
+def setup(request: pytest.FixtureRequest, redis_db: object) -> Iterator[tuple[str, str, Any]]:
     url = DB_URL
     if request.param == "amqp":
         require_port("RabbitMQ", "127.0.0.1", 5672)
         url = AMQP
     queue = f"ev-{uuid.uuid4().hex[:8]}"
     yield request.param, url, queue
+
+
+def _worker(monitor: Monitor, setup: tuple[str, str, Any], processes: list[Process],
+            *args: str) -> tuple[Process, str]:
+    """A celeriac worker (`args`: e.g. -E) and its node name, read from its worker-online."""
+    kind, url, queue = setup
+    env = {"INTEROP_URL": url, "INTEROP_BACKEND": DB_URL, "INTEROP_QUEUE": queue}
+    worker = start("celeriac", queue, *args, name=f"ev{kind}{len(args)}", env=env)
+    processes.append(worker)
+    return worker, next(e["hostname"] for e in _wait(monitor, "worker-online"))
 
 
 def _client(url: str, queue: str) -> Any:
@@ -73,13 +82,10 @@ def _client(url: str, queue: str) -> Any:
 
 def test_celery_monitor_sees_our_worker_and_its_tasks(setup: tuple[str, str, Any],
                                                        processes: list[Process]) -> None:
-    kind, url, queue = setup
+    _kind, url, queue = setup
     monitor = Monitor(url)
     try:
-        env = {"INTEROP_URL": url, "INTEROP_BACKEND": DB_URL, "INTEROP_QUEUE": queue}
-        worker = start("celeriac", queue, "-E", name=f"ev{kind}", env=env)
-        processes.append(worker)
-        hostname = next(e["hostname"] for e in _wait(monitor, "worker-online"))
+        worker, hostname = _worker(monitor, setup, processes, "-E")
         client = _client(url, queue)
         ok = client.send_task("interop.add", (2, 3))
         bad = client.send_task("interop.fail", ("value",))
@@ -114,13 +120,10 @@ def test_celery_monitor_sees_our_worker_and_its_tasks(setup: tuple[str, str, Any
 
 def test_without_e_only_worker_events_and_remote_enable(setup: tuple[str, str, Any],
                                                         processes: list[Process]) -> None:
-    kind, url, queue = setup
+    _kind, url, queue = setup
     monitor = Monitor(url)
     try:
-        env = {"INTEROP_URL": url, "INTEROP_BACKEND": DB_URL, "INTEROP_QUEUE": queue}
-        worker = start("celeriac", queue, name=f"noev{kind}", env=env)
-        processes.append(worker)
-        hostname = next(e["hostname"] for e in _wait(monitor, "worker-online"))
+        _worker_process, hostname = _worker(monitor, setup, processes)
         client = _client(url, queue)
         first = client.send_task("interop.add", (1, 1))
         assert first.get(timeout=20) == 2

@@ -87,6 +87,7 @@ class Celery:
         self._oid = str(uuid.uuid4())
         self._declared: set[str] = set()
         self._publish_retry: tuple[int, Any] | None = None  # (conf version, producer.publish_retry)
+        self._events: Any = None  # producer.sent_events: this process's task-sent dispatcher
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")
         self.on_configure = signals.Signal("on_configure")
@@ -131,7 +132,7 @@ class Celery:
             for thing in (self._broker, self._backend):
                 if thing is not None:
                     thing.close()
-            self._broker = self._backend = self._router = None
+            self._broker = self._backend = self._router = self._events = None
             self._declared = set()
 
     @property
@@ -163,7 +164,7 @@ class Celery:
         pid = _state.pid
         if pid != self._pid:
             self._pid = pid
-            self._broker = self._backend = None
+            self._broker = self._backend = self._events = None
             self._oid = str(uuid.uuid4())
             self._declared = set()
 

@@ -21,10 +21,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from .brokers.base import Envelope, RetryPolicy
 from .entities import Exchange
 from .serialization import dumps
+from .version import __version__
 
 if TYPE_CHECKING:
     from .app import Celery

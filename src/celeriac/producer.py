@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+import os
+import socket
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import _state, signals
 from .brokers.base import Members, RetryPolicy
 from .entities import DELIVERY_MODES
+from .events import EventDispatcher
 from .exceptions import ImproperlyConfigured
 from .ids import uuid4
 from .protocol import MessageTemplate, build_task_message
@@ -191,7 +194,9 @@ def _publish(app: Celery, items: list[tuple[Any, Any, float | None]], retry: Ret
     broker = app.broker
     if retry is None:
         retry = publish_retry(app)
-    if not broker.publishes_members or signals.before_task_publish.receivers or signals.after_task_publish.receivers:
+    sent_events = app.conf.task_send_sent_event
+    if (not broker.publishes_members or sent_events or signals.before_task_publish.receivers
+            or signals.after_task_publish.receivers):
         items = [(member, route, not_before) for envelope, route, not_before in items
                  for member in (envelope.envelopes() if type(envelope) is Members else (envelope,))]
     if not broker.delays_on_publish and any(not_before is not None for _, _, not_before in items):
@@ -217,6 +222,22 @@ def _publish(app: Celery, items: list[tuple[Any, Any, float | None]], retry: Ret
             signals.after_task_publish.send(sender=envelope.headers["task"], body=envelope.body,
                                             headers=envelope.headers, exchange=route.exchange,
                                             routing_key=route.routing_key)
+    if sent_events:
+        _send_sent_events(app, items)
+
+
+def _send_sent_events(app: Celery, items: list[tuple[Any, Any, float | None]]) -> None:
+    """`task-sent` for each message (`task_send_sent_event`), from ``gen<pid>@<host>``, one
+    event per message under `task.sent`, as Celery's client sends them."""
+    if app._events is None:
+        app._events = EventDispatcher(app, f"gen{os.getpid()}@{socket.gethostname()}")
+    for envelope, route, _ in items:
+        headers = envelope.headers
+        app._events.send(
+            "task-sent", uuid=headers["id"], root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
+            name=headers["task"], args=headers.get("argsrepr"), kwargs=headers.get("kwargsrepr"),
+            retries=headers.get("retries", 0), eta=headers.get("eta"), expires=headers.get("expires"),
+            queue=route.queue, exchange=route.exchange, routing_key=route.routing_key)
 
 
 def send_task_message(

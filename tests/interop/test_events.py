@@ -87,6 +87,7 @@ def test_celery_monitor_sees_our_worker_and_its_tasks(setup: tuple[str, str, Any
     try:
         worker, hostname = _worker(monitor, setup, processes, "-E")
         client = _client(url, queue)
+        client.conf.task_send_sent_event = True
         ok = client.send_task("interop.add", (2, 3))
         bad = client.send_task("interop.fail", ("value",))
         assert ok.get(timeout=20) == 5
@@ -98,6 +99,9 @@ def test_celery_monitor_sees_our_worker_and_its_tasks(setup: tuple[str, str, Any
         assert received["name"] == "interop.add" and received["args"] == "(2, 3)"
         assert received["hostname"] == hostname and received["kwargs"] == "{}"
         assert monitor.of("task-started", uuid=ok.id)
+        sent = monitor.of("task-sent", uuid=ok.id)[0]  # from the client, not the worker
+        assert sent["hostname"].startswith("gen") and sent["name"] == "interop.add"
+        assert sent["args"] == "(2, 3)" and sent["queue"] == queue
         succeeded = monitor.of("task-succeeded", uuid=ok.id)[0]
         assert succeeded["result"] == "5" and succeeded["runtime"] >= 0
         failed = monitor.of("task-failed", uuid=bad.id)[0]

@@ -72,3 +72,25 @@ def test_a_broker_that_is_down_costs_a_warning(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.WARNING, logger="celeriac.events"):
         dispatcher.send("worker-online")
     assert "Could not send event worker.online" in caplog.text
+
+
+def test_client_sends_task_sent_only_when_asked() -> None:
+    app = _app()
+    monitor = _listen(app)
+
+    @app.task(name="ev.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    add.delay(1, 2)
+    assert monitor.get(0.05) is None  # task_send_sent_event is off by default
+    app.conf.task_send_sent_event = True
+    one = add.delay(1, 2)
+    event = json.loads(monitor.get(1).body)
+    assert event["type"] == "task-sent" and event["uuid"] == one.id and event["name"] == "ev.add"
+    assert event["hostname"].startswith("gen") and event["args"] == "(1, 2)" and event["queue"] == "celery"
+    from celeriac import group
+
+    members = group(add.s(i, i) for i in range(3)).apply_async()
+    ids = [json.loads(monitor.get(1).body)["uuid"] for _ in range(3)]
+    assert ids == [r.id for r in members.results]

@@ -19,6 +19,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .brokers.base import Envelope, RetryPolicy
@@ -29,7 +30,7 @@ from .version import __version__
 if TYPE_CHECKING:
     from .app import Celery
 
-__all__ = ["EXCHANGE", "HEARTBEAT_INTERVAL", "EventDispatcher", "Heart"]
+__all__ = ["EXCHANGE", "HEARTBEAT_INTERVAL", "EventDispatcher", "Heart", "task_fields"]
 
 logger = logging.getLogger("celeriac.events")
 
@@ -41,6 +42,14 @@ HEARTBEAT_INTERVAL = 2.0
 _ONE_TRY = RetryPolicy(max_retries=0)
 #: Task events buffered at most before a send (as Celery's worker), if the turn is longer.
 BUFFER_MAX = 24
+
+
+def task_fields(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields `task-sent` and `task-received` take from a task message's headers."""
+    return {"uuid": headers["id"], "name": headers["task"], "args": headers.get("argsrepr"),
+            "kwargs": headers.get("kwargsrepr"), "root_id": headers.get("root_id"),
+            "parent_id": headers.get("parent_id"), "retries": headers.get("retries", 0),
+            "eta": headers.get("eta"), "expires": headers.get("expires")}
 
 
 def _utcoffset() -> float:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import _state, signals
 from .brokers.base import Members, RetryPolicy
 from .entities import DELIVERY_MODES
-from .events import EventDispatcher
+from .events import EventDispatcher, task_fields
 from .exceptions import ImproperlyConfigured
 from .ids import uuid4
 from .protocol import MessageTemplate, build_task_message
@@ -232,12 +232,8 @@ def _send_sent_events(app: Celery, items: list[tuple[Any, Any, float | None]]) -
     if app._events is None:
         app._events = EventDispatcher(app, f"gen{os.getpid()}@{socket.gethostname()}")
     for envelope, route, _ in items:
-        headers = envelope.headers
-        app._events.send(
-            "task-sent", uuid=headers["id"], root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
-            name=headers["task"], args=headers.get("argsrepr"), kwargs=headers.get("kwargsrepr"),
-            retries=headers.get("retries", 0), eta=headers.get("eta"), expires=headers.get("expires"),
-            queue=route.queue, exchange=route.exchange, routing_key=route.routing_key)
+        app._events.send("task-sent", **task_fields(envelope.headers), queue=route.queue,
+                         exchange=route.exchange, routing_key=route.routing_key)
 
 
 def send_task_message(

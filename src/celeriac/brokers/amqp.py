@@ -275,13 +275,15 @@ class AMQPBroker(Broker):
         options = conf.get("broker_transport_options") or {}
         self.confirm_publish = bool(options.get("confirm_publish", True))
         self.confirm_timeout = float(options.get("confirm_timeout", 30.0))
-        self.interval_start = float(options.get("interval_start", 0.1))
-        self.interval_step = float(options.get("interval_step", 0.5))
-        self.interval_max = float(options.get("interval_max", 2.0))
         self.heartbeat = float(conf.get("broker_heartbeat") or 0)
         retry = conf.get("broker_connection_retry")
-        self.retry = True if retry is None else bool(retry)
-        self.max_retries: int | None = conf.get("broker_connection_max_retries", 100) or None
+        #: How the worker's own traffic retries (`broker_connection_*`, kombu's interval names
+        #: in the transport options); a client's publish brings its own policy.
+        self.connection_retry = RetryPolicy(
+            max_retries=(conf.get("broker_connection_max_retries", 100) or None) if retry is None or retry else 0,
+            interval_start=float(options.get("interval_start", 0.1)),
+            interval_step=float(options.get("interval_step", 0.5)),
+            interval_max=float(options.get("interval_max", 2.0)))
         self.pool_limit = int(conf.get("broker_pool_limit") or 10)
         self.delay_queue_type = conf.get("broker_native_delayed_delivery_queue_type") or "quorum"
         self.revoked_queue = REVOKED_QUEUE
@@ -336,12 +338,7 @@ class AMQPBroker(Broker):
                 return fn()
             except CONNECTION_ERRORS as exc:
                 attempt += 1
-                if policy is not None:
-                    delay = policy.delay(attempt)
-                elif not self.retry or (self.max_retries and attempt > self.max_retries):
-                    delay = None
-                else:
-                    delay = min(self.interval_start + self.interval_step * (attempt - 1), self.interval_max)
+                delay = (policy or self.connection_retry).delay(attempt)
                 if delay is None:
                     raise OperationalError(f"Cannot reach RabbitMQ at {self.masked_url} ({what}): {exc}") from exc
                 logger.warning("RabbitMQ at %s unreachable while %s (%s); retry %d in %.1fs",

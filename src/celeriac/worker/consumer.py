@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from ..brokers.base import Delivery, Subscription
 from ..chords import on_chord_part_return, send_errbacks
-from ..events import EventDispatcher
+from ..events import EventDispatcher, task_fields
 from ..exceptions import (
     DecodeError,
     NotRegistered,
@@ -259,11 +259,7 @@ class Consumer:
         job = self._make_job(self._tags, delivery, message, task)
         self.held[job.tag] = (delivery, job)
         if self.events.task_events:
-            self.events.buffer_task(
-                "task-received", uuid=task_id, name=name, args=headers.get("argsrepr"),
-                kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
-                parent_id=headers.get("parent_id"), retries=headers.get("retries", 0),
-                eta=headers.get("eta"), expires=headers.get("expires"))
+            self.events.buffer_task("task-received", **task_fields(headers))
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=job)
         if self.autoscaler is not None:

@@ -430,25 +430,24 @@ def cancel_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
 @command("control")
 def enable_events(worker: Worker, **kwargs: Any) -> Any:
     """Tell worker(s) to send task-related events."""
-    if worker.events is None:
-        return nok("event dispatcher unavailable")
-    if worker.events.task_events:
-        return ok("task events already enabled")
-    worker.events.task_events = True
-    logger.info("Events of group {task} enabled by remote.")
-    return ok("task events enabled")
+    return _switch_task_events(worker, True)
 
 
 @command("control")
 def disable_events(worker: Worker, **kwargs: Any) -> Any:
     """Tell worker(s) to stop sending task-related events."""
+    return _switch_task_events(worker, False)
+
+
+def _switch_task_events(worker: Worker, on: bool) -> dict[str, Any]:
     if worker.events is None:
         return nok("event dispatcher unavailable")
-    if not worker.events.task_events:
-        return ok("task events already disabled")
-    worker.events.task_events = False
-    logger.info("Events of group {task} disabled by remote.")
-    return ok("task events disabled")
+    done = "enabled" if on else "disabled"
+    if worker.events.task_events == on:
+        return ok(f"task events already {done}")
+    worker.events.task_events = on
+    logger.info("Events of group {task} %s by remote.", done)
+    return ok(f"task events {done}")
 
 
 @command("control")
